@@ -12,6 +12,7 @@ import io
 import os
 import re
 import socket
+import sys
 import threading
 import time
 import zipfile
@@ -110,10 +111,18 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
 
+class _QuietServer(ThreadingHTTPServer):
+    """Clients that give up mid-response (timeouts, aborted downloads) are expected here."""
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            super().handle_error(request, client_address)
+
+
 @pytest.fixture
 def server():
     """A threaded HTTP server on 127.0.0.1 (a free port), stopped after the test."""
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    httpd = _QuietServer(("127.0.0.1", 0), _Handler)
     routes = _Routes()
     routes.base = f"http://127.0.0.1:{httpd.server_address[1]}"
     httpd.routes = routes  # type: ignore[attr-defined]
