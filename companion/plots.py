@@ -63,3 +63,75 @@ def bar_chart(
     ax.spines[["top", "right"]].set_visible(False)
     fig.tight_layout()
     return fig
+
+
+def sliding_windows(
+    tokens: Sequence[str],
+    context_length: int,
+    stride: int,
+    *,
+    n_windows: int = 3,
+    size: tuple[float, float] | None = None,
+) -> Figure:
+    """Draw the first input/target windows cut from ``tokens`` (chapter 2, sliding windows).
+
+    Row ``2*i`` shows window ``i``'s input tokens, the row below it its targets: the same
+    span shifted one token to the right. Each window starts ``stride`` tokens after the last.
+    """
+    if context_length < 1 or stride < 1:
+        raise ValueError(f"context_length and stride must be >= 1, got {context_length} and {stride}")
+    needed = (n_windows - 1) * stride + context_length + 1
+    if len(tokens) < needed:
+        raise ValueError(f"{n_windows} windows need {needed} tokens, got {len(tokens)}; pass more tokens")
+    width = max(len(t) for t in tokens[:needed]) * 0.11 + 0.35
+    n_cols = needed
+    fig, ax = plt.subplots(figsize=size or (min(1.0 + n_cols * width, 14.0), 0.5 + 0.55 * 2 * n_windows + 0.6))
+    ax.set_axis_off()
+    for col, token in enumerate(tokens[:needed]):
+        ax.text(col * width + width / 2, 2 * n_windows + 0.35, token, ha="center", va="center", fontsize=8,
+                family="monospace", color="#374151")
+    for i in range(n_windows):
+        start = i * stride
+        for row, (offset, colour, label) in enumerate([(0, "#bfdbfe", "input"), (1, "#bbf7d0", "target")]):
+            y = 2 * n_windows - 1 - (2 * i + row)
+            for col in range(start + offset, start + offset + context_length):
+                ax.add_patch(plt.Rectangle((col * width + 0.03, y - 0.4), width - 0.06, 0.8, facecolor=colour,
+                                           edgecolor="#374151", lw=0.8))
+                ax.text(col * width + width / 2, y, tokens[col], ha="center", va="center", fontsize=8,
+                        family="monospace")
+            ax.text(-0.1, y, f"window {i + 1} {label}", ha="right", va="center", fontsize=8.5)
+    ax.set_xlim(-2.2, n_cols * width + 0.1)
+    ax.set_ylim(-0.6, 2 * n_windows + 0.8)
+    ax.set_title(f"context_length={context_length}, stride={stride}", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def length_histograms(
+    lengths: dict[str, Sequence[int]],
+    *,
+    max_length: int = 12,
+    title: str | None = None,
+    xlabel: str = "characters per token",
+    size: tuple[float, float] = (8.0, 3.2),
+) -> Figure:
+    """Side-by-side histograms (as shares of all tokens) of token lengths, one series per name."""
+    fig, ax = plt.subplots(figsize=size)
+    n = len(lengths)
+    bar_width = 0.8 / max(n, 1)
+    bins = list(range(1, max_length + 1))
+    for k, (name, values) in enumerate(lengths.items()):
+        total = len(values)
+        if total == 0:
+            raise ValueError(f"series {name!r} is empty; pass at least one length")
+        shares = [sum(1 for v in values if min(v, max_length) == b) / total for b in bins]
+        ax.bar([b + (k - (n - 1) / 2) * bar_width for b in bins], shares, width=bar_width, label=name)
+    ax.set_xticks(bins, [str(b) for b in bins[:-1]] + [f"{max_length}+"])
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("share of tokens")
+    if title:
+        ax.set_title(title)
+    ax.legend(frameon=False)
+    ax.spines[["top", "right"]].set_visible(False)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,87 @@
+"""Interactive explorers for the chapters, built on ipywidgets.
+
+ipywidgets is imported inside each function, so ``import companion`` works without it.
+Each explorer computes its first view in Python when it is created, so a notebook saved
+with its widget state shows that view in the HTML book too, where no Python runs.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Mapping
+from typing import Any
+
+# Background colours that cycle from token to token so that their boundaries show.
+_TOKEN_COLOURS = ("#fde68a", "#bfdbfe", "#bbf7d0", "#fbcfe8", "#ddd6fe", "#fed7aa")
+
+
+def _encode(tokenizer: Any, text: str) -> list[int]:
+    """Encode with special tokens allowed where the tokenizer supports the keyword."""
+    try:
+        return list(tokenizer.encode(text, allowed_special="all"))
+    except TypeError:  # the simple tokenizers take no keyword
+        return list(tokenizer.encode(text))
+
+
+def _token_text(tokenizer: Any, token_id: int) -> str:
+    return tokenizer.decode([token_id])
+
+
+def render_tokens(tokenizer: Any, text: str) -> str:
+    """HTML showing ``text`` cut into the tokenizer's tokens, each with its id on hover.
+
+    Whitespace inside a token is made visible (``·`` for a space, ``↵`` for a newline) so
+    that a reader can see where GPT-2 keeps the space that precedes a word.
+    """
+    try:
+        ids = _encode(tokenizer, text)
+    except (KeyError, ValueError) as exc:  # e.g. a word the simple tokenizer cannot encode
+        return f"<p style='color:#b91c1c'><b>{type(exc).__name__}</b>: {html.escape(str(exc))}</p>"
+    spans = []
+    for i, token_id in enumerate(ids):
+        piece = _token_text(tokenizer, token_id).replace(" ", "·").replace("\n", "↵")
+        colour = _TOKEN_COLOURS[i % len(_TOKEN_COLOURS)]
+        spans.append(
+            f"<span title='id {token_id}' style='background:{colour};padding:1px 2px;margin:1px;"
+            f"border-radius:3px;font-family:monospace;white-space:pre'>{html.escape(piece)}</span>"
+        )
+    chars = len(text)
+    summary = f"{len(ids)} tokens for {chars} characters" + (
+        f" ({chars / len(ids):.2f} characters per token)" if ids else ""
+    )
+    id_list = ", ".join(str(t) for t in ids)
+    return (
+        f"<div style='line-height:2em'>{''.join(spans)}</div>"
+        f"<p style='margin:4px 0'><i>{summary}</i></p>"
+        f"<p style='font-family:monospace;font-size:90%;margin:0'>ids: [{html.escape(id_list)}]</p>"
+    )
+
+
+def tokenizer_explorer(tokenizers: Mapping[str, Any], text: str = "Hello, world!") -> Any:
+    """A text box and a tokenizer menu; shows the tokens and ids as you type (chapter 2).
+
+    Args:
+        tokenizers: Display name -> any object with ``encode`` and ``decode`` (the simple
+            tokenizers, :class:`~companion.tokenizers.BPETokenizer`, a tiktoken encoding).
+        text: The text shown first.
+
+    Returns:
+        An ``ipywidgets.VBox``; display it as the last expression of a cell.
+    """
+    import ipywidgets as widgets
+
+    if not tokenizers:
+        raise ValueError("tokenizer_explorer needs at least one tokenizer, e.g. {'GPT-2': gpt2_tokenizer()}")
+    names = list(tokenizers)
+    box = widgets.Textarea(value=text, description="Text", layout=widgets.Layout(width="95%", height="80px"))
+    choice = widgets.Dropdown(options=names, value=names[0], description="Tokenizer")
+    out = widgets.HTML()
+
+    def update(_: object = None) -> None:
+        out.value = render_tokens(tokenizers[choice.value], box.value)
+
+    box.observe(update, names="value")
+    choice.observe(update, names="value")
+    update()
+    return widgets.VBox([choice, box, out])
+
