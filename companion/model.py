@@ -1,0 +1,303 @@
+"""The GPT model: layer normalization, GELU, feed-forward, transformer block, GPT.
+
+Chapter 4 ("Implementing a GPT model from scratch") builds these pieces one at a
+time; this module holds their finished forms. Module and parameter names follow the
+book (``tok_emb``, ``trf_blocks.0.att.W_query``, ``norm1.scale``, ...), so a
+``state_dict`` saved from the chapter's own classes loads here, and
+``companion.weights`` maps OpenAI's GPT-2 weights onto the same names.
+
+``GPTModel`` also takes a ``ModelCache`` (one ``KVCache`` per block) so that
+generation (chapter 5) can feed only the new tokens at each step.
+
+Shape letters used in this module:
+
+* ``B``: batch size
+* ``T``: tokens in the current input
+* ``C``: channels, the embedding width (``emb_dim``)
+* ``V``: vocabulary size (``vocab_size``)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from companion.attention import KVCache, MultiHeadAttention
+from companion.config import AttentionImpl, GPTConfig
+
+__all__ = [
+    "GELU",
+    "FeedForward",
+    "GPTModel",
+    "LayerNorm",
+    "ModelCache",
+    "TransformerBlock",
+    "num_parameters",
+]
+
+
+class LayerNorm(nn.Module):
+    """Layer normalization (chapter 4, "Normalizing activations with layer normalization").
+
+    Each vector is shifted to mean 0 and scaled to variance 1 over its last dimension,
+    then multiplied by the learned ``scale`` and offset by the learned ``shift``. The
+    variance is the biased one (divide by ``C``, not ``C - 1``), as in GPT-2 and
+    ``torch.nn.LayerNorm``.
+
+    Args:
+        emb_dim: Size of the last dimension (``C``).
+        eps: Added to the variance so that a constant vector does not divide by zero.
+    """
+
+    def __init__(self, emb_dim: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.scale = nn.Parameter(torch.ones(emb_dim))
+        self.shift = nn.Parameter(torch.zeros(emb_dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Normalize ``x`` ``(..., C)``; returns the same shape."""
+        mean = x.mean(dim=-1, keepdim=True)  # (..., 1)
+        var = x.var(dim=-1, keepdim=True, correction=0)  # (..., 1), biased
+        norm_x = (x - mean) / torch.sqrt(var + self.eps)  # (..., C)
+        return self.scale * norm_x + self.shift  # (..., C)
+
+
+class GELU(nn.Module):
+    """GELU activation, tanh approximation (chapter 4, "Implementing a feed forward
+    network with GELU activations").
+
+    ``0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))``: the form GPT-2 was trained with
+    (Hugging Face calls it ``"gelu_new"``; PyTorch ``F.gelu(x, approximate="tanh")``).
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Apply GELU elementwise; ``x`` may have any shape."""
+        return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
+
+
+class FeedForward(nn.Module):
+    """The position-wise feed-forward network (chapter 4): widen 4 times, GELU, narrow back.
+
+    ``layers`` is ``Sequential(Linear(C, 4C), GELU(), Linear(4C, C))``; each token's
+    vector is transformed on its own.
+    """
+
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        C = cfg.emb_dim
+        self.layers = nn.Sequential(
+            nn.Linear(C, 4 * C),
+            GELU(),
+            nn.Linear(4 * C, C),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Transform ``x`` ``(B, T, C)``; returns ``(B, T, C)``."""
+        return self.layers(x)  # (B, T, C) -> (B, T, 4C) -> (B, T, C)
+
+
+class TransformerBlock(nn.Module):
+    """One transformer block (chapter 4, "Connecting attention and linear layers in a
+    transformer block").
+
+    Pre-LayerNorm with shortcut connections, as in GPT-2: ``x + drop(att(norm1(x)))``,
+    then ``x + drop(ff(norm2(x)))``.
+    """
+
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        self.att = MultiHeadAttention(
+            d_in=cfg.emb_dim,
+            d_out=cfg.emb_dim,
+            context_length=cfg.context_length,
+            dropout=cfg.drop_rate,
+            num_heads=cfg.n_heads,
+            qkv_bias=cfg.qkv_bias,
+            impl=cfg.attn_impl,
+        )
+        self.ff = FeedForward(cfg)
+        self.norm1 = LayerNorm(cfg.emb_dim)
+        self.norm2 = LayerNorm(cfg.emb_dim)
+        self.drop_shortcut = nn.Dropout(cfg.drop_rate)
+
+    def forward(self, x: Tensor, *, cache: KVCache | None = None) -> Tensor:
+        """Transform ``x`` ``(B, T, C)``; returns ``(B, T, C)``.
+
+        ``cache`` is this block's ``KVCache`` (see ``MultiHeadAttention.forward``).
+        """
+        shortcut = x
+        x = self.norm1(x)  # (B, T, C)
+        x = self.att(x, cache=cache)  # (B, T, C)
+        x = self.drop_shortcut(x)
+        x = x + shortcut  # (B, T, C)
+
+        shortcut = x
+        x = self.norm2(x)  # (B, T, C)
+        x = self.ff(x)  # (B, T, C)
+        x = self.drop_shortcut(x)
+        return x + shortcut  # (B, T, C)
+
+
+@dataclass(eq=False)
+class ModelCache:
+    """A ``KVCache`` for every transformer block of one model (chapter 5).
+
+    Create it with ``model.new_cache()``, pass it to every ``model(idx, cache=cache)``
+    call of one generation, and ``reset()`` it (or make a new one) for the next text.
+    ``len(cache)`` is the number of tokens already processed.
+
+    Attributes:
+        layers: One cache per block, in block order.
+    """
+
+    layers: list[KVCache]
+
+    def __len__(self) -> int:
+        return len(self.layers[0]) if self.layers else 0
+
+    @property
+    def max_length(self) -> int:
+        """Most tokens the cache can hold (the model's ``context_length``)."""
+        return self.layers[0].max_length
+
+    def reset(self) -> None:
+        """Empty every layer's cache."""
+        for layer in self.layers:
+            layer.reset()
+
+
+class GPTModel(nn.Module):
+    """A GPT model (chapter 4, "Coding the GPT model"): token ids in, next-token logits out.
+
+    Token and position embeddings are added, passed through ``n_layers`` transformer
+    blocks and a final layer norm, and projected to one logit per vocabulary entry by
+    ``out_head``. With ``cfg.tie_embeddings`` the output head shares its weight matrix
+    with the token embedding (``out_head.weight is tok_emb.weight``), as in GPT-2.
+
+    Initialisation: every layer keeps PyTorch's default initialisation (``nn.Linear``
+    uniform in ``±1/√fan_in``, ``nn.Embedding`` standard normal, layer norms 1 and 0),
+    as in the book; GPT-2's own ``N(0, 0.02)`` scheme is not reproduced. Seed with
+    ``torch.manual_seed`` before construction to get the same model every time.
+
+    Args:
+        cfg: A ``GPTConfig``, or a dict with its fields such as the book's
+            ``GPT_CONFIG_124M``.
+
+    Attributes:
+        config: The model's ``GPTConfig`` (kept up to date by ``set_attention_impl``).
+    """
+
+    def __init__(self, cfg: GPTConfig | Mapping[str, Any]) -> None:
+        super().__init__()
+        if not isinstance(cfg, GPTConfig):
+            cfg = GPTConfig.from_dict(cfg)
+        self.config = cfg
+        self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.emb_dim)
+        self.pos_emb = nn.Embedding(cfg.context_length, cfg.emb_dim)
+        self.drop_emb = nn.Dropout(cfg.drop_rate)
+        # A ModuleList (the book uses Sequential) because each block also takes its
+        # own cache; the state_dict keys are the same: trf_blocks.{i}....
+        self.trf_blocks = nn.ModuleList(TransformerBlock(cfg) for _ in range(cfg.n_layers))
+        self.final_norm = LayerNorm(cfg.emb_dim)
+        self.out_head = nn.Linear(cfg.emb_dim, cfg.vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.out_head.weight = self.tok_emb.weight  # one Parameter, two names
+
+    def forward(self, idx: Tensor, *, cache: ModelCache | None = None) -> Tensor:
+        """Return the logits for the next token after every position of ``idx``.
+
+        Args:
+            idx: Token ids, ``(B, T)``, int64 (or int32).
+            cache: From ``new_cache()``. Without it, ``idx`` is the whole text. With
+                it, ``idx`` holds only the tokens after the ``len(cache)`` already
+                processed ones: positions continue from there, and every block reads
+                and extends its own cache.
+
+        Returns:
+            Logits ``(B, T, V)``.
+
+        Raises:
+            ValueError: ``idx`` is not 2-D, or the cached plus new tokens exceed
+                ``context_length`` (crop the input to its last ``context_length``
+                tokens).
+            TypeError: ``idx`` does not hold integer ids.
+        """
+        if idx.dim() != 2:
+            raise ValueError(
+                f"idx must be a (B, T) batch of token ids, got shape {tuple(idx.shape)}; "
+                "for a single sequence add the batch dimension with idx.unsqueeze(0)"
+            )
+        if idx.dtype not in (torch.int64, torch.int32):
+            raise TypeError(f"idx must hold integer token ids (torch.long), got {idx.dtype}")
+        T = idx.shape[1]
+        ctx = self.config.context_length
+        past = 0 if cache is None else len(cache)
+        if past + T > ctx:
+            if cache is None:
+                raise ValueError(
+                    f"input has T={T} tokens but the model's context_length is {ctx}; "
+                    f"crop it to the last context_length tokens first: idx[:, -{ctx}:]"
+                )
+            raise ValueError(
+                f"the cache holds {past} tokens and {T} new ones would exceed "
+                f"context_length={ctx}; start a new cache and feed it only the last "
+                f"context_length tokens (idx[:, -{ctx}:])"
+            )
+        if cache is not None and len(cache.layers) != len(self.trf_blocks):
+            raise ValueError(
+                f"the cache has {len(cache.layers)} layers but the model has "
+                f"{len(self.trf_blocks)} blocks; create it with model.new_cache()"
+            )
+
+        positions = torch.arange(past, past + T, device=idx.device)  # (T,)
+        x = self.tok_emb(idx) + self.pos_emb(positions)  # (B, T, C) + (T, C) -> (B, T, C)
+        x = self.drop_emb(x)  # (B, T, C)
+        for i, block in enumerate(self.trf_blocks):
+            x = block(x, cache=None if cache is None else cache.layers[i])  # (B, T, C)
+        x = self.final_norm(x)  # (B, T, C)
+        return self.out_head(x)  # (B, T, V)
+
+    def new_cache(self) -> ModelCache:
+        """Return an empty ``ModelCache`` for this model (``context_length`` positions)."""
+        return ModelCache(
+            [KVCache(self.config.context_length) for _ in range(len(self.trf_blocks))]
+        )
+
+    def set_attention_impl(self, impl: AttentionImpl) -> GPTModel:
+        """Switch every attention layer to ``"manual"`` or ``"sdpa"``; returns the model.
+
+        The weights are untouched: both paths compute the same function, so a model
+        loaded or trained with one can be inspected with the other (for instance to
+        read attention weights on the manual path).
+        """
+        self.config = self.config.replace(attn_impl=impl)  # validates impl
+        for module in self.modules():
+            if isinstance(module, MultiHeadAttention):
+                module.impl = impl
+        return self
+
+
+def num_parameters(
+    model: nn.Module, *, exclude_tied: bool = True, trainable_only: bool = False
+) -> int:
+    """Count a model's parameters (chapter 4, "Coding the GPT model").
+
+    Args:
+        model: Any module, e.g. a ``GPTModel``.
+        exclude_tied: Count a parameter shared under two names once (GPT-2's tied
+            output head and token embedding: 124,439,808 for GPT-2 small). With
+            ``False`` every name counts, as if the head were a separate matrix
+            (163,037,184 for GPT-2 small).
+        trainable_only: Count only parameters with ``requires_grad``.
+
+    Returns:
+        The number of scalar parameters.
+    """
+    named = model.named_parameters(remove_duplicate=exclude_tied)
+    return sum(p.numel() for _, p in named if p.requires_grad or not trainable_only)
