@@ -82,6 +82,7 @@ PACKAGES = (
 )
 
 REQUIRE_JS = f"{VENDOR}/requirejs/require.js"
+REQUIRE_CONFIG_JS = f"{VENDOR}/require-config.js"
 EMBED_AMD_JS = f"{VENDOR}/html-manager/dist/embed-amd.js"
 MATHJAX_JS = f"{VENDOR}/mathjax/es5/tex-chtml.js"
 
@@ -140,6 +141,22 @@ def _install(pkg: NpmPackage, root: Path) -> None:
             shutil.rmtree(staging)
 
 
+# The widget manager finds the fonts and images of its style sheet relative to the URL that
+# require.js gives its module; without this mapping that URL is next to each page, where
+# nothing is. The script locates itself, so it works at any page depth.
+REQUIRE_CONFIG = """\
+// Written by book/_ext/offline_assets.py: load the widget manager's files from this book.
+(function () {
+  var here = document.currentScript.src;
+  var vendor = here.slice(0, here.lastIndexOf("/") + 1);
+  var dist = vendor + "html-manager/dist";
+  // the most specific prefix wins: modules such as @jupyter-widgets/controls and
+  // @jupyter-widgets/html-manager/dist/libembed-amd both resolve into dist/
+  require.config({paths: {"@jupyter-widgets": dist, "@jupyter-widgets/html-manager/dist": dist}});
+})();
+"""
+
+
 def _configure(app: Sphinx, config: Config) -> None:
     root = Path(config.offline_assets_dir)
     if not root.is_absolute():
@@ -152,11 +169,34 @@ def _configure(app: Sphinx, config: Config) -> None:
             raise
         logger.warning(f"{exc}; the pages will load these files from CDNs")
         return
+    (root / REQUIRE_CONFIG_JS).write_text(REQUIRE_CONFIG)
     config.html_static_path = [*config.html_static_path, str(root)]
     # myst-nb adds these to pages that hold saved widget state (no CDN attribute:
     # the widgets the course uses are all bundled in embed-amd.js)
-    config.nb_ipywidgets_js = {REQUIRE_JS: {}, EMBED_AMD_JS: {}}
+    config.nb_ipywidgets_js = {REQUIRE_JS: {}, REQUIRE_CONFIG_JS: {}, EMBED_AMD_JS: {}}
     config.mathjax_path = MATHJAX_JS
+
+
+def _drop_duplicate_scripts(app: Sphinx, pagename: str, templatename: str, context: dict, doctree) -> None:
+    """Keep one copy of each identical <script> in a page.
+
+    sphinx-thebe and sphinx-togglebutton each register an inline configuration script
+    twice in this Jupyter Book build (at two priorities), so every page declared
+    ``const THEBE_JS_URL`` twice and the browser reported a script error.
+    """
+    scripts = context.get("script_files")
+    if not scripts:
+        return
+    seen: set[tuple] = set()
+    unique = []
+    for script in scripts:
+        # the same file or inline body (filename None or "") with the same attributes,
+        # whatever its priority
+        key = (str(getattr(script, "filename", script) or ""), tuple(sorted(getattr(script, "attributes", {}).items())))
+        if key not in seen:
+            seen.add(key)
+            unique.append(script)
+    context["script_files"] = unique
 
 
 def setup(app: Sphinx) -> dict:
@@ -164,4 +204,5 @@ def setup(app: Sphinx) -> dict:
     app.add_config_value("offline_assets_allow_cdn", False, "env")
     # after myst-nb and sphinx.ext.mathjax have registered their own defaults
     app.connect("config-inited", _configure, priority=900)
+    app.connect("html-page-context", _drop_duplicate_scripts)
     return {"version": "1.0", "parallel_read_safe": True, "parallel_write_safe": True}
