@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import get_args
+from typing import TYPE_CHECKING, get_args
 
 import torch
 import torch.nn.functional as F
@@ -38,10 +38,14 @@ from torch import Tensor, nn
 
 from companion.config import AttentionImpl
 
+if TYPE_CHECKING:
+    from companion.model import GPTModel
+
 __all__ = [
     "CacheOverflowError",
     "KVCache",
     "MultiHeadAttention",
+    "attention_maps",
     "causal_mask",
     "scaled_dot_product_attention",
 ]
@@ -371,3 +375,44 @@ class MultiHeadAttention(nn.Module):
             assert weights is not None
             return out, weights
         return out
+
+
+@torch.no_grad()
+def attention_maps(model: GPTModel, idx: Tensor, *, causal: bool = True) -> Tensor:
+    """Every layer's and head's attention weights for a batch of texts (chapter 3, trained heads).
+
+    Runs ``model`` in evaluation mode and, at each block, recomputes the block's
+    attention weights on the readable path from the block's own normalized input.
+    With ``causal=False`` the causal mask is left out of that recomputation, showing
+    where each head would look if it could see the future; the model's forward pass
+    itself is unchanged (always causal).
+
+    Args:
+        model: A ``GPTModel``.
+        idx: Token ids, ``(B, T)``.
+        causal: Apply the causal mask (what the model really computes).
+
+    Returns:
+        Weights of shape ``(L, B, H, T, T)``, ``L`` the number of blocks; each row sums to 1.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        B, T = idx.shape
+        positions = torch.arange(T, device=idx.device)
+        x = model.drop_emb(model.tok_emb(idx) + model.pos_emb(positions))  # (B, T, C)
+        maps = []
+        for block in model.trf_blocks:
+            att = block.att
+            h = block.norm1(x)  # the input the block's attention sees, (B, T, C)
+            q, k, v = (
+                proj(h).view(B, T, att.num_heads, att.head_dim).transpose(1, 2)  # (B, H, T, D)
+                for proj in (att.W_query, att.W_key, att.W_value)
+            )
+            mask = att.mask[:T, :T] if causal else None
+            _, weights = scaled_dot_product_attention(q, k, v, mask=mask, return_weights=True)
+            maps.append(weights)  # (B, H, T, T)
+            x = block(x)
+        return torch.stack(maps)  # (L, B, H, T, T)
+    finally:
+        model.train(was_training)

@@ -15,6 +15,19 @@ import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
+__all__ = [
+    "Box",
+    "course_plan",
+    "draw",
+    "gpt_architecture",
+    "rnn_versus_attention",
+    "text_pipeline",
+    "training_loop",
+    "training_stages",
+    "transformer_block",
+    "transformer_families",
+]
+
 # One palette for every diagram of the course: data, model, process, result.
 COLORS = {
     "data": "#dbeafe",  # light blue: text, tokens, datasets
@@ -164,3 +177,100 @@ def text_pipeline() -> Figure:
     arrows = [("text", "tok", "split"), ("tok", "ids", "look up"), ("ids", "emb", "embed"), ("emb", "inp", "+"),
               ("pos", "inp")]
     return draw(boxes, arrows, size=(12, 3.2))
+
+
+def rnn_versus_attention() -> Figure:
+    """An RNN encoder–decoder squeezes the input into one state; attention reads every state (chapter 3)."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    source = ["Kannst", "du", "mir", "helfen"]
+    target = ["Can", "you", "help", "me"]
+    for ax, title in zip(axes, ["RNN encoder–decoder: one hidden state carries everything",
+                                "With attention: every decoder step reads every input state"]):
+        ax.set_axis_off()
+        ax.set_title(title, fontsize=10)
+        ax.set_xlim(-0.6, 8.6)
+        ax.set_ylim(-0.9, 3.2)
+        for i, word in enumerate(source):
+            ax.add_patch(FancyBboxPatch((i - 0.35, 0.0), 0.7, 0.6, boxstyle="round,pad=0.02",
+                                        facecolor=COLORS["model"], edgecolor=EDGE))
+            ax.text(i, 0.3, f"h{i + 1}", ha="center", va="center", fontsize=9)
+            ax.text(i, -0.45, word, ha="center", va="center", fontsize=9)
+            if i:
+                ax.add_patch(FancyArrowPatch((i - 0.65, 0.3), (i - 0.35, 0.3), arrowstyle="-|>", mutation_scale=10,
+                                             color=EDGE))
+        for j, word in enumerate(target):
+            x = 4.6 + j
+            ax.add_patch(FancyBboxPatch((x - 0.35, 2.0), 0.7, 0.6, boxstyle="round,pad=0.02",
+                                        facecolor=COLORS["result"], edgecolor=EDGE))
+            ax.text(x, 2.3, f"s{j + 1}", ha="center", va="center", fontsize=9)
+            ax.text(x, 2.95, word, ha="center", va="center", fontsize=9)
+            if j:
+                ax.add_patch(FancyArrowPatch((x - 0.65, 2.3), (x - 0.35, 2.3), arrowstyle="-|>", mutation_scale=10,
+                                             color=EDGE))
+    # left: only the last encoder state reaches the decoder
+    axes[0].add_patch(FancyArrowPatch((3.35, 0.45), (4.25, 2.15), arrowstyle="-|>", mutation_scale=12, color="#b91c1c",
+                                      lw=2.0))
+    axes[0].text(4.2, 1.05, "the only\nlink", fontsize=8.5, color="#b91c1c")
+    # right: the third decoder step ("help") weighs all encoder states; thicker = larger weight
+    weights = [0.05, 0.05, 0.15, 0.75]
+    for i, w in enumerate(weights):
+        axes[1].add_patch(FancyArrowPatch((i, 0.65), (6.6, 1.95), arrowstyle="-|>", mutation_scale=10,
+                                          color="#2563eb", lw=0.6 + 5 * w, alpha=0.4 + 0.6 * w))
+        axes[1].text(i - 0.05, 0.78, f"{w:.2f}", fontsize=8, color="#1d4ed8")
+    axes[1].text(6.95, 1.55, "weights for\n\"help\"", fontsize=8.5, color="#1d4ed8")
+    fig.tight_layout()
+    return fig
+
+
+def transformer_block() -> Figure:
+    """GPT-2's (pre-LayerNorm) transformer block, bottom to top (chapter 4)."""
+    boxes = [
+        Box("in", 0, 0, "input (B, T, C)", "data", 2.6, 0.6),
+        Box("n1", 0, 1.1, "LayerNorm 1", "step", 2.6, 0.6),
+        Box("att", 0, 2.1, "masked multi-head\nattention", "model", 2.6, 0.8),
+        Box("d1", 0, 3.1, "dropout", "step", 2.6, 0.5),
+        Box("add1", 0, 4.0, "+", "step", 0.6, 0.5),
+        Box("n2", 0, 4.9, "LayerNorm 2", "step", 2.6, 0.6),
+        Box("ff", 0, 5.9, "feed-forward\nC → 4C → GELU → C", "model", 2.6, 0.8),
+        Box("d2", 0, 6.9, "dropout", "step", 2.6, 0.5),
+        Box("add2", 0, 7.8, "+", "step", 0.6, 0.5),
+        Box("out", 0, 8.8, "output (B, T, C)", "result", 2.6, 0.6),
+        Box("skip1", 2.6, 2.0, "shortcut", "note", 1.4, 0.5, fontsize=8.5),
+        Box("skip2", 2.6, 5.9, "shortcut", "note", 1.4, 0.5, fontsize=8.5),
+    ]
+    arrows = [("in", "n1"), ("n1", "att"), ("att", "d1"), ("d1", "add1"), ("add1", "n2"), ("n2", "ff"),
+              ("ff", "d2"), ("d2", "add2"), ("add2", "out"), ("in", "skip1"), ("skip1", "add1"),
+              ("add1", "skip2"), ("skip2", "add2")]
+    return draw(boxes, arrows, size=(4.6, 8.2))
+
+
+def gpt_architecture() -> Figure:
+    """The whole GPT model, bottom to top (chapter 4)."""
+    boxes = [
+        Box("ids", -1.7, 0, "token ids (B, T)", "data", 2.6, 0.6),
+        Box("positions", 1.7, 0, "positions 0, 1, …, T−1", "data", 2.6, 0.6),
+        Box("tok", -1.7, 1.2, "token embedding\nV × C", "model", 2.6, 0.8),
+        Box("pos", 1.7, 1.2, "position embedding\nT_max × C", "model", 2.6, 0.8),
+        Box("add", 0, 2.4, "+  then dropout", "step", 2.6, 0.6),
+        Box("blocks", 0, 3.7, "transformer block\nrepeated N times", "model", 3.4, 0.9),
+        Box("norm", 0, 5.0, "final LayerNorm", "step", 2.6, 0.6),
+        Box("head", 0, 6.1, "linear output head\nC × V", "model", 2.6, 0.8),
+        Box("logits", 0, 7.3, "logits (B, T, V):\na score per vocabulary entry", "result", 3.6, 0.8),
+    ]
+    arrows = [("ids", "tok"), ("positions", "pos"), ("tok", "add"), ("pos", "add"), ("add", "blocks"),
+              ("blocks", "norm"), ("norm", "head"), ("head", "logits")]
+    return draw(boxes, arrows, size=(5.6, 7.0))
+
+
+def training_loop() -> Figure:
+    """One step of the training loop, as a cycle (chapter 5)."""
+    boxes = [
+        Box("batch", 0, 2.0, "next batch\ninputs, targets", "data", 2.4, 0.8),
+        Box("fwd", 3.2, 2.0, "forward pass\nlogits", "model", 2.4, 0.8),
+        Box("loss", 6.4, 2.0, "cross-entropy\nloss", "step", 2.4, 0.8),
+        Box("bwd", 6.4, 0.0, "backward pass\ngradients", "step", 2.4, 0.8),
+        Box("upd", 3.2, 0.0, "optimizer step\n(AdamW, clipped)", "model", 2.4, 0.8),
+        Box("eval", 0, 0.0, "every N steps:\nvalidation loss,\nsample text", "result", 2.4, 1.0),
+    ]
+    arrows = [("batch", "fwd"), ("fwd", "loss"), ("loss", "bwd"), ("bwd", "upd"), ("upd", "eval"), ("eval", "batch")]
+    return draw(boxes, arrows, size=(9, 3.6))

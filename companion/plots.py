@@ -7,10 +7,14 @@ and writes no file, so a notebook decides what to show and nothing happens on im
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+
+if TYPE_CHECKING:
+    import torch
 
 
 def _figure(ax: Axes | None, size: tuple[float, float]) -> tuple[Figure, Axes]:
@@ -134,4 +138,45 @@ def length_histograms(
     ax.legend(frameon=False)
     ax.spines[["top", "right"]].set_visible(False)
     fig.tight_layout()
+    return fig
+
+
+def attention_heatmap(
+    weights: torch.Tensor | Sequence[Sequence[float]],
+    labels: Sequence[str],
+    *,
+    title: str | None = None,
+    annotate: bool | None = None,
+    ax: Axes | None = None,
+    size: tuple[float, float] = (5.0, 4.4),
+) -> Figure:
+    """Attention weights as a heatmap: row = query token, column = key token (chapter 3).
+
+    Args:
+        weights: A ``(T, T)`` matrix of attention weights (a tensor or nested lists).
+        labels: The ``T`` token strings, used for both axes; whitespace is made visible.
+        annotate: Print each weight in its cell; by default only when ``T <= 8``.
+    """
+    import numpy as np
+
+    matrix = np.asarray(weights.detach().cpu() if hasattr(weights, "detach") else weights, dtype=float)
+    T = len(labels)
+    if matrix.shape != (T, T):
+        raise ValueError(f"weights have shape {matrix.shape} but there are {T} labels; expected ({T}, {T})")
+    fig, ax = _figure(ax, size)
+    shown = [label.replace(" ", "·").replace("\n", "↵") for label in labels]
+    im = ax.imshow(matrix, cmap="Blues", vmin=0.0, vmax=max(float(matrix.max()), 1e-9))
+    ax.set_xticks(range(T), shown, rotation=90, fontsize=8, family="monospace")
+    ax.set_yticks(range(T), shown, fontsize=8, family="monospace")
+    ax.set_xlabel("attended to (key)")
+    ax.set_ylabel("attending (query)")
+    if annotate if annotate is not None else T <= 8:
+        for i in range(T):
+            for j in range(T):
+                value = matrix[i, j]
+                ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7.5,
+                        color="white" if value > 0.6 * matrix.max() else "black")
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     return fig

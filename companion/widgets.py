@@ -8,7 +8,7 @@ with its widget state shows that view in the HTML book too, where no Python runs
 from __future__ import annotations
 
 import html
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 # Background colours that cycle from token to token so that their boundaries show.
@@ -42,7 +42,7 @@ def render_tokens(tokenizer: Any, text: str) -> str:
         piece = _token_text(tokenizer, token_id).replace(" ", "·").replace("\n", "↵")
         colour = _TOKEN_COLOURS[i % len(_TOKEN_COLOURS)]
         spans.append(
-            f"<span title='id {token_id}' style='background:{colour};padding:1px 2px;margin:1px;"
+            f"<span title='id {token_id}' style='display:inline-block;background:{colour};padding:1px 2px;margin:1px;"
             f"border-radius:3px;font-family:monospace;white-space:pre'>{html.escape(piece)}</span>"
         )
     chars = len(text)
@@ -53,7 +53,7 @@ def render_tokens(tokenizer: Any, text: str) -> str:
     return (
         f"<div style='line-height:2em'>{''.join(spans)}</div>"
         f"<p style='margin:4px 0'><i>{summary}</i></p>"
-        f"<p style='font-family:monospace;font-size:90%;margin:0'>ids: [{html.escape(id_list)}]</p>"
+        f"<p style='font-family:monospace;font-size:90%;margin:0;overflow-wrap:anywhere'>ids: [{html.escape(id_list)}]</p>"
     )
 
 
@@ -85,3 +85,63 @@ def tokenizer_explorer(tokenizers: Mapping[str, Any], text: str = "Hello, world!
     update()
     return widgets.VBox([choice, box, out])
 
+
+
+def _figure_png(fig: Any) -> bytes:
+    """Render a matplotlib Figure to PNG bytes and close it (no file, no display)."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def attention_explorer(model: Any, tokenizer: Any, sentences: Sequence[str]) -> Any:
+    """Pick a sentence, a layer and a head; see that head's attention heatmap (chapter 3).
+
+    Args:
+        model: A :class:`~companion.model.GPTModel`.
+        tokenizer: Its tokenizer (``encode``/``decode``).
+        sentences: Texts to choose from; each must fit the model's context length.
+
+    Returns:
+        An ``ipywidgets.VBox`` with a sentence menu, layer and head sliders, and the heatmap.
+    """
+    import ipywidgets as widgets
+    import torch
+
+    from companion.attention import attention_maps
+    from companion.plots import attention_heatmap
+
+    if not sentences:
+        raise ValueError("attention_explorer needs at least one sentence to show")
+    n_layers = len(model.trf_blocks)
+    n_heads = model.trf_blocks[0].att.num_heads
+    cache: dict[str, tuple[list[str], Any]] = {}
+
+    def maps_for(text: str) -> tuple[list[str], Any]:
+        if text not in cache:
+            ids = _encode(tokenizer, text)
+            labels = [_token_text(tokenizer, i) for i in ids]
+            cache[text] = (labels, attention_maps(model, torch.tensor([ids]))[:, 0])  # (L, H, T, T)
+        return cache[text]
+
+    sentence = widgets.Dropdown(options=list(sentences), value=sentences[0], description="Sentence",
+                                layout=widgets.Layout(width="95%"))
+    layer = widgets.IntSlider(value=0, min=0, max=n_layers - 1, description="Layer")
+    head = widgets.IntSlider(value=0, min=0, max=n_heads - 1, description="Head")
+    image = widgets.Image(format="png")
+
+    def update(_: object = None) -> None:
+        labels, maps = maps_for(sentence.value)
+        fig = attention_heatmap(maps[layer.value, head.value], labels,
+                                title=f"layer {layer.value}, head {head.value}", size=(6.5, 5.5))
+        image.value = _figure_png(fig)
+
+    for control in (sentence, layer, head):
+        control.observe(update, names="value")
+    update()
+    return widgets.VBox([sentence, widgets.HBox([layer, head]), image])

@@ -242,3 +242,50 @@ def test_constructor_checks() -> None:
         mha.impl = "fast"  # type: ignore[assignment]
     with pytest.raises(ValueError, match=r"must be positive"):
         KVCache(0)
+
+
+# --------------------------------------------------------------------------- #
+# attention_maps: the weights a trained model's heads use (chapter 3)
+# --------------------------------------------------------------------------- #
+def _tiny_model(impl: str = "sdpa"):
+    from companion.config import GPTConfig
+    from companion.model import GPTModel
+
+    torch.manual_seed(0)
+    cfg = GPTConfig(vocab_size=50, context_length=12, emb_dim=16, n_heads=4, n_layers=3, drop_rate=0.1,
+                    attn_impl=impl)
+    return GPTModel(cfg)
+
+
+def test_attention_maps_equal_the_weights_each_layer_computes() -> None:
+    from companion.attention import attention_maps
+
+    model = _tiny_model("manual")
+    idx = torch.randint(0, 50, (2, 9), generator=torch.Generator().manual_seed(1))
+    captured = []
+    # Reference: run each block's attention with return_weights on its normalized input.
+    model.eval()
+    with torch.no_grad():
+        x = model.drop_emb(model.tok_emb(idx) + model.pos_emb(torch.arange(9)))
+        for block in model.trf_blocks:
+            _, w = block.att(block.norm1(x), return_weights=True)
+            captured.append(w)
+            x = block(x)
+    model.train()
+    maps = attention_maps(model, idx)
+    assert maps.shape == (3, 2, 4, 9, 9)
+    torch.testing.assert_close(maps, torch.stack(captured))
+    assert model.training, "attention_maps must restore training mode"
+
+
+def test_attention_maps_without_mask_renormalise_to_the_causal_ones() -> None:
+    from companion.attention import attention_maps
+
+    model = _tiny_model()
+    idx = torch.randint(0, 50, (1, 10), generator=torch.Generator().manual_seed(2))
+    causal = attention_maps(model, idx)
+    free = attention_maps(model, idx, causal=False)
+    torch.testing.assert_close(free.sum(-1), torch.ones_like(free.sum(-1)))
+    assert (free.triu(1) > 0).any(), "without the mask, heads must put weight on later tokens"
+    kept = free.tril()
+    torch.testing.assert_close(causal, kept / kept.sum(-1, keepdim=True))
