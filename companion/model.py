@@ -37,6 +37,7 @@ __all__ = [
     "LayerNorm",
     "ModelCache",
     "TransformerBlock",
+    "init_gpt2_weights",
     "num_parameters",
 ]
 
@@ -182,8 +183,9 @@ class GPTModel(nn.Module):
 
     Initialisation: every layer keeps PyTorch's default initialisation (``nn.Linear``
     uniform in ``±1/√fan_in``, ``nn.Embedding`` standard normal, layer norms 1 and 0),
-    as in the book; GPT-2's own ``N(0, 0.02)`` scheme is not reproduced. Seed with
-    ``torch.manual_seed`` before construction to get the same model every time.
+    as in the book. GPT-2's own ``N(0, 0.02)`` scheme is opt-in: call
+    ``init_gpt2_weights(model)`` after construction. Seed with ``torch.manual_seed``
+    before construction to get the same model every time.
 
     Args:
         cfg: A ``GPTConfig``, or a dict with its fields such as the book's
@@ -301,3 +303,52 @@ def num_parameters(
     """
     named = model.named_parameters(remove_duplicate=exclude_tied)
     return sum(p.numel() for _, p in named if p.requires_grad or not trainable_only)
+
+
+_GPT2_INIT_STD = 0.02
+_RESIDUAL_PROJECTIONS = ("att.out_proj.weight", "ff.layers.2.weight")
+
+
+def init_gpt2_weights(model: GPTModel, *, std: float = _GPT2_INIT_STD) -> GPTModel:
+    """Re-initialise a ``GPTModel`` the way GPT-2 was initialised (chapter 5, pretraining).
+
+    * every ``nn.Linear`` and ``nn.Embedding`` weight (token and position embeddings,
+      the query/key/value and feed-forward matrices, the output head): ``N(0, std²)``;
+    * every bias: zero; layer norms: ``scale`` 1, ``shift`` 0;
+    * the two projections that write into the residual stream in each block
+      (``att.out_proj`` and the second feed-forward layer ``ff.layers.2``):
+      ``N(0, (std / √(2·n_layers))²)``. Each block adds two such outputs to the
+      residual stream, so without the scaling its variance would grow with depth
+      (Radford et al., 2019, section 2.3).
+
+    PyTorch's defaults, which ``GPTModel`` keeps, give the embeddings standard-normal
+    weights, 50 times larger than these. With GPT-2's scheme a fresh model's logits are
+    close to zero and its first loss close to ``ln(vocab_size)``.
+
+    The weights are drawn from torch's global random generator in module order: seed
+    with ``torch.manual_seed`` first for a reproducible model. A tied output head
+    (``cfg.tie_embeddings``) is drawn once, as the token embedding.
+
+    Args:
+        model: The model to initialise in place.
+        std: Standard deviation of the ordinary weights (GPT-2: 0.02).
+
+    Returns:
+        The same model, for chaining: ``init_gpt2_weights(GPTModel(cfg))``.
+    """
+    residual_std = std / math.sqrt(2 * len(model.trf_blocks))
+    done: set[int] = set()  # ids of parameters already drawn (a tied head is skipped)
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                if id(module.weight) not in done:
+                    residual = any(f"{name}.weight".endswith(r) for r in _RESIDUAL_PROJECTIONS)
+                    module.weight.normal_(0.0, residual_std if residual else std)
+                    done.add(id(module.weight))
+                bias = getattr(module, "bias", None)
+                if bias is not None:
+                    bias.zero_()
+            elif isinstance(module, LayerNorm):
+                module.scale.fill_(1.0)
+                module.shift.zero_()
+    return model

@@ -180,3 +180,72 @@ def attention_heatmap(
         ax.set_title(title, fontsize=10)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     return fig
+
+
+def plot_losses(
+    history: object,
+    *,
+    title: str | None = None,
+    log: bool = False,
+    ax: Axes | None = None,
+    size: tuple[float, float] = (7.0, 3.6),
+) -> Figure:
+    """Training and validation loss against optimizer steps, with tokens seen on top.
+
+    Chapter 5, "Training an LLM". ``history`` is a ``companion.train.TrainHistory`` (or
+    anything with its ``steps``, ``tokens_seen``, ``train_loss`` and ``val_loss``
+    lists); validation points that are ``None`` are left out. The upper x-axis converts
+    steps to training tokens by interpolating between the recorded points.
+
+    Args:
+        history: What ``train`` returned.
+        title: Axes title.
+        log: Logarithmic loss axis.
+        ax: Draw here instead of on a new Figure.
+        size: Size of a new Figure, in inches.
+
+    Returns:
+        The Figure.
+
+    Raises:
+        ValueError: The history has no evaluation point.
+    """
+    import numpy as np
+
+    steps = list(history.steps)  # type: ignore[attr-defined]
+    tokens = list(history.tokens_seen)  # type: ignore[attr-defined]
+    train = list(history.train_loss)  # type: ignore[attr-defined]
+    val = list(history.val_loss)  # type: ignore[attr-defined]
+    if not steps:
+        raise ValueError("the history has no evaluation point to plot; train for at least one step")
+    fig, ax = _figure(ax, size)
+    ax.plot(steps, train, label="training loss", color="#3b82f6")
+    val_points = [(s, v) for s, v in zip(steps, val) if v is not None]
+    if val_points:
+        ax.plot(*zip(*val_points), label="validation loss", color="#f97316", linestyle="--")
+    ax.set_xlabel("optimizer steps")
+    ax.set_ylabel("loss (nats per token)")
+    if log:
+        ax.set_yscale("log")
+    ax.legend(frameon=False)
+    ax.spines[["right"]].set_visible(False)
+
+    # steps <-> tokens: through the origin and every recorded point, linear beyond the last
+    xs = np.array([0.0, *steps], dtype=float)
+    ys = np.array([0.0, *tokens], dtype=float)
+    rate = ys[-1] / xs[-1] if xs[-1] else 1.0
+
+    def to_tokens(s: np.ndarray) -> np.ndarray:
+        s = np.asarray(s, dtype=float)
+        return np.where(s <= xs[-1], np.interp(s, xs, ys), ys[-1] + (s - xs[-1]) * rate)
+
+    def to_steps(t: np.ndarray) -> np.ndarray:
+        t = np.asarray(t, dtype=float)
+        return np.where(t <= ys[-1], np.interp(t, ys, xs), xs[-1] + (t - ys[-1]) / rate)
+
+    top = ax.secondary_xaxis("top", functions=(to_tokens, to_steps))
+    top.set_xlabel("tokens seen")
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,510 @@
+"""Checkpoints: a trained model (and what is needed to resume its training) as a folder.
+
+Chapter 5 ("Saving and loading model weights in PyTorch") saves a model so that the
+next chapters can start from it, and saves the optimizer too so that training can go
+on later. The book uses ``torch.save``, which pickles: loading a pickle can run any
+code. Here a checkpoint is data only:
+
+=============================  ==========================================================
+``config.json``                the ``GPTConfig`` (``to_dict``)
+``model.safetensors``          the weights (``safetensors.torch.save_model``: a tied
+                               output head is stored once)
+``checkpoint.json``            format and version, step, ``TrainHistory``, ``extra``,
+                               the tokenizer's kind, the optimizer's class, parameter
+                               groups and non-tensor state; written last
+``training_state.safetensors`` the optimizer's tensors (AdamW's moments and step
+                               counts) and the random generators' states; only when an
+                               optimizer or a step is saved
+``tokenizer.json``             a ``BPETokenizer`` (``BPETokenizer.save``), if given
+=============================  ==========================================================
+
+Nothing is ever unpickled: ``torch.load`` is not used.
+
+Writes are atomic. The files go into a hidden temporary folder next to the target,
+are flushed to disk, and the folder is then renamed into place. Renaming a folder
+over a non-empty one is not possible in one step, so an existing checkpoint is first
+renamed to a hidden backup name, the new one renamed into place, and the backup
+removed. If the process dies between those two renames, the backup is still a
+complete checkpoint: ``load_checkpoint`` and ``find_checkpoint`` fall back to it and
+the next ``save_checkpoint`` puts it back first. At no moment is a half-written
+folder found under the checkpoint's name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_model, save_file, save_model
+from torch import Tensor, nn
+
+from companion.config import GPTConfig
+from companion.model import GPTModel
+from companion.train import TrainHistory
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "CHECKPOINT_VERSION",
+    "CheckpointError",
+    "CheckpointNotFoundError",
+    "find_checkpoint",
+    "get_rng_state",
+    "load_checkpoint",
+    "save_checkpoint",
+    "set_rng_state",
+    "tokenizer_spec",
+]
+
+CHECKPOINT_FORMAT = "companion-checkpoint"
+CHECKPOINT_VERSION = 1
+
+CONFIG_FILE = "config.json"
+MODEL_FILE = "model.safetensors"
+META_FILE = "checkpoint.json"
+STATE_FILE = "training_state.safetensors"
+TOKENIZER_FILE = "tokenizer.json"
+
+_OPTIMIZER_PREFIX = "optimizer.state."
+_RNG_PREFIX = "rng."
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be used: a file is corrupt, or it does not fit the model."""
+
+
+class CheckpointNotFoundError(FileNotFoundError):
+    """There is no checkpoint (or one of its files is missing) at the given path."""
+
+
+# --------------------------------------------------------------------------- #
+# Random state
+# --------------------------------------------------------------------------- #
+def get_rng_state() -> dict[str, Tensor]:
+    """The global random generators' states: ``"cpu"`` and ``"cuda.<i>"`` for each
+    initialised CUDA device (uint8 tensors, as ``torch.get_rng_state`` returns)."""
+    state = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for i, cuda_state in enumerate(torch.cuda.get_rng_state_all()):
+            state[f"cuda.{i}"] = cuda_state
+    return state
+
+
+def set_rng_state(state: Mapping[str, Tensor]) -> None:
+    """Restore states from ``get_rng_state`` (CUDA entries only where the device exists)."""
+    torch.set_rng_state(state["cpu"].cpu())
+    for key, value in state.items():
+        if key.startswith("cuda.") and torch.cuda.is_available():
+            index = int(key.split(".", 1)[1])
+            if index < torch.cuda.device_count():
+                torch.cuda.set_rng_state(value.cpu(), index)
+
+
+# --------------------------------------------------------------------------- #
+# Tokenizers
+# --------------------------------------------------------------------------- #
+def tokenizer_spec(tokenizer: Any) -> dict[str, str] | None:
+    """How a tokenizer is recorded in a checkpoint, or ``None`` if it cannot be.
+
+    A ``BPETokenizer`` is saved as ``tokenizer.json``; tiktoken's GPT-2 encoding
+    (``gpt2_tokenizer()``) is recorded by name, since it ships with the package.
+    """
+    from companion.tokenizers import BPETokenizer
+
+    if isinstance(tokenizer, BPETokenizer):
+        return {"kind": "bpe", "file": TOKENIZER_FILE}
+    if getattr(tokenizer, "name", None) == "gpt2" and hasattr(tokenizer, "n_vocab"):
+        return {"kind": "gpt2"}
+    return None
+
+
+def _load_tokenizer(folder: Path, spec: Mapping[str, Any] | None) -> Any:
+    if not spec:
+        return None
+    if spec.get("kind") == "gpt2":
+        from companion.tokenizers import gpt2_tokenizer
+
+        return gpt2_tokenizer()
+    if spec.get("kind") == "bpe":
+        from companion.tokenizers import BPETokenizer
+
+        path = folder / str(spec.get("file", TOKENIZER_FILE))
+        if not path.is_file():
+            raise CheckpointNotFoundError(f"checkpoint {folder} names a tokenizer file {path.name} that is missing")
+        try:
+            return BPETokenizer.load(path)
+        except (ValueError, KeyError, TypeError) as err:
+            raise CheckpointError(f"the tokenizer file {path} is corrupt: {err}") from err
+    raise CheckpointError(f"checkpoint {folder} names an unknown tokenizer kind {spec.get('kind')!r}")
+
+
+# --------------------------------------------------------------------------- #
+# Finding a checkpoint (and an interrupted save's backup)
+# --------------------------------------------------------------------------- #
+def _backups(target: Path) -> list[Path]:
+    """Backups left by a save that died between its two renames, newest first."""
+    if not target.parent.is_dir():
+        return []
+    found = [p for p in target.parent.glob(f".{target.name}.old-*") if (p / META_FILE).is_file()]
+    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
+
+
+def find_checkpoint(path: str | os.PathLike[str]) -> Path | None:
+    """The folder holding the checkpoint saved at ``path``, or ``None`` if there is none.
+
+    Normally ``path`` itself. If a save died after moving the old checkpoint aside and
+    before moving the new one in, the old one is found under its backup name.
+    """
+    target = Path(path)
+    if (target / META_FILE).is_file():
+        return target
+    if target.exists():
+        return None
+    backups = _backups(target)
+    return backups[0] if backups else None
+
+
+def _recover(target: Path) -> None:
+    """Before a save: put back a backup an interrupted save left, drop its temp folders."""
+    if not target.parent.is_dir():
+        return
+    for tmp in target.parent.glob(f".{target.name}.tmp-*"):
+        shutil.rmtree(tmp, ignore_errors=True)
+    backups = _backups(target)
+    if backups and not target.exists():
+        os.replace(backups[0], target)
+        backups = backups[1:]
+    for old in backups:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- #
+# Saving
+# --------------------------------------------------------------------------- #
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_json(path: Path, data: Any, *, indent: int | None = 2) -> None:
+    with open(path, "x", encoding="utf-8") as file:
+        json.dump(data, file, indent=indent)  # NaN (a diverged loss) round-trips in Python
+        file.write("\n")
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The module itself, not a ``torch.compile`` wrapper around it."""
+    return getattr(model, "_orig_mod", model)
+
+
+def _optimizer_payload(optimizer: torch.optim.Optimizer) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Split an optimizer's state_dict into tensors and JSON-able data."""
+    state_dict = optimizer.state_dict()
+    tensors: dict[str, Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for index, param_state in state_dict["state"].items():
+        for key, value in param_state.items():
+            if isinstance(value, Tensor):
+                tensors[f"{_OPTIMIZER_PREFIX}{index}.{key}"] = value.detach().contiguous().cpu()
+            else:
+                scalars.setdefault(str(index), {})[key] = value
+    groups = []
+    for group in state_dict["param_groups"]:
+        clean = {}
+        for key, value in group.items():
+            if isinstance(value, Tensor):
+                value = value.item()
+            clean[key] = list(value) if isinstance(value, tuple) else value
+        groups.append(clean)
+    meta = {
+        "class": type(optimizer).__name__,
+        "param_groups": groups,
+        "scalars": scalars,
+        "tuple_keys": sorted({k for g in state_dict["param_groups"] for k, v in g.items() if isinstance(v, tuple)}),
+    }
+    return tensors, meta
+
+
+def save_checkpoint(
+    path_dir: str | os.PathLike[str],
+    model: nn.Module,
+    *,
+    optimizer: torch.optim.Optimizer | None = None,
+    step: int | None = None,
+    history: TrainHistory | None = None,
+    extra: Mapping[str, Any] | None = None,
+    tokenizer: Any = None,
+) -> Path:
+    """Save a model, and optionally its training state, to a folder, atomically.
+
+    Chapter 5, "Saving and loading model weights in PyTorch". See the module docstring
+    for the files. When an optimizer or a step is given, the global random state is
+    saved too (``get_rng_state``), so that a resumed run draws the same dropout masks.
+
+    Args:
+        path_dir: The checkpoint folder. An existing checkpoint there is replaced; a
+            folder that holds anything else is refused.
+        model: A ``GPTModel`` (its ``config`` is saved), or a ``torch.compile`` wrapper
+            of one (the wrapped module is saved).
+        optimizer: Its state (e.g. AdamW's moments) is saved for resuming.
+        step: Optimizer steps taken so far.
+        history: The ``TrainHistory`` so far.
+        extra: More JSON-able data, returned by ``load_checkpoint`` as ``info["extra"]``.
+        tokenizer: A ``BPETokenizer`` (saved) or tiktoken's GPT-2 encoding (recorded
+            by name), returned by ``load_checkpoint`` as ``info["tokenizer"]``.
+
+    Returns:
+        The checkpoint folder's path.
+
+    Raises:
+        TypeError: ``extra`` is not JSON-able, or the tokenizer cannot be saved.
+        CheckpointError: ``path_dir`` exists and holds something other than a checkpoint.
+    """
+    target = Path(path_dir)
+    module = _unwrap(model)
+    config = getattr(module, "config", None)
+    if not isinstance(config, GPTConfig):
+        raise TypeError(f"model must be a GPTModel (with a GPTConfig .config), got {type(module).__name__}")
+    spec = None
+    if tokenizer is not None:
+        spec = tokenizer_spec(tokenizer)
+        if spec is None:
+            raise TypeError(
+                f"cannot save a tokenizer of type {type(tokenizer).__name__}: pass a BPETokenizer "
+                "or companion.tokenizers.gpt2_tokenizer()"
+            )
+    try:
+        extra_json = json.loads(json.dumps(dict(extra or {})))
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"extra must hold JSON data (str, numbers, lists, dicts): {err}") from err
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _recover(target)
+    if target.exists() and (not target.is_dir() or (any(target.iterdir()) and not (target / META_FILE).is_file())):
+        raise CheckpointError(
+            f"{target} exists and is not a checkpoint folder; refusing to replace it. "
+            "Choose a new folder or an existing checkpoint's folder."
+        )
+
+    tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex}"
+    tmp.mkdir()
+    try:
+        _write_json(tmp / CONFIG_FILE, config.to_dict())
+        save_model(module, str(tmp / MODEL_FILE), metadata={"format": CHECKPOINT_FORMAT})
+        optimizer_meta = None
+        if optimizer is not None or step is not None:
+            tensors = {f"{_RNG_PREFIX}{k}": v for k, v in get_rng_state().items()}
+            if optimizer is not None:
+                optimizer_tensors, optimizer_meta = _optimizer_payload(optimizer)
+                tensors.update(optimizer_tensors)
+            save_file(tensors, str(tmp / STATE_FILE), metadata={"format": CHECKPOINT_FORMAT})
+        if spec is not None and spec["kind"] == "bpe":
+            tokenizer.save(tmp / TOKENIZER_FILE)
+        meta = {
+            "format": CHECKPOINT_FORMAT,
+            "version": CHECKPOINT_VERSION,
+            "step": step,
+            "history": None if history is None else history.to_dict(),
+            "extra": extra_json,
+            "tokenizer": spec,
+            "optimizer": optimizer_meta,
+            "training_state": (tmp / STATE_FILE).is_file(),
+        }
+        _write_json(tmp / META_FILE, meta, indent=None)  # last: a folder with this file is complete
+        for file in tmp.iterdir():
+            _fsync(file)
+        _fsync(tmp)
+
+        if target.exists():
+            backup = target.parent / f".{target.name}.old-{uuid.uuid4().hex}"
+            os.replace(target, backup)
+            try:
+                os.replace(tmp, target)
+            except BaseException:
+                os.replace(backup, target)  # put the old checkpoint back
+                raise
+            shutil.rmtree(backup, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+        _fsync(target.parent)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # gone already after a successful rename
+    return target
+
+
+# --------------------------------------------------------------------------- #
+# Loading
+# --------------------------------------------------------------------------- #
+def _read_json(path: Path) -> Any:
+    if not path.is_file():
+        raise CheckpointNotFoundError(f"checkpoint file {path} is missing")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"checkpoint file {path} is corrupt: it is not valid JSON ({err})") from err
+
+
+def _tensor_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Names and shapes of a safetensors file's tensors, read from its header only."""
+    if not path.is_file():
+        raise CheckpointNotFoundError(f"checkpoint file {path} is missing")
+    try:
+        with safe_open(str(path), framework="pt") as file:
+            return {key: tuple(file.get_slice(key).get_shape()) for key in file.keys()}
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"checkpoint file {path} is corrupt or not a safetensors file: {err}") from err
+
+
+def _read_tensors(path: Path, device: str | torch.device) -> dict[str, Tensor]:
+    _tensor_shapes(path)  # clear errors for a missing or corrupt file
+    try:
+        with safe_open(str(path), framework="pt", device=str(device)) as file:
+            return {key: file.get_tensor(key) for key in file.keys()}
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"checkpoint file {path} is corrupt: {err}") from err
+
+
+def _check_model_shapes(model: nn.Module, path: Path) -> None:
+    """Raise one ``CheckpointError`` listing every tensor that does not fit the model."""
+    found = _tensor_shapes(path)
+    expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    # Names that share one tensor (a tied head): the file holds one of them.
+    groups: dict[int, list[str]] = {}
+    for name, tensor in model.state_dict(keep_vars=True).items():
+        groups.setdefault(id(tensor), []).append(name)
+    problems = []
+    for name, shape in found.items():
+        if name not in expected:
+            problems.append(f"{name}: in the checkpoint, not in the model (found {shape})")
+        elif expected[name] != shape:
+            problems.append(f"{name}: expected {expected[name]}, found {shape}")
+    for names in groups.values():
+        if not any(name in found for name in names):
+            problems.append(f"{' / '.join(names)}: in the model (expected {expected[names[0]]}), missing from the checkpoint")
+    if problems:
+        raise CheckpointError(
+            f"the weights in {path} do not fit the model ({len(problems)} problem(s)):\n  "
+            + "\n  ".join(problems)
+            + "\nWas the checkpoint saved from a model with another configuration?"
+        )
+
+
+def _load_optimizer(
+    optimizer: torch.optim.Optimizer, meta: Mapping[str, Any] | None, tensors: Mapping[str, Tensor], path: Path
+) -> None:
+    if meta is None:
+        raise CheckpointError(f"checkpoint {path} holds no optimizer state; load it without optimizer=")
+    if meta["class"] != type(optimizer).__name__:
+        raise CheckpointError(
+            f"checkpoint {path} holds the state of a {meta['class']} optimizer, not of a "
+            f"{type(optimizer).__name__}"
+        )
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        if key.startswith(_OPTIMIZER_PREFIX):
+            index, name = key[len(_OPTIMIZER_PREFIX) :].split(".", 1)
+            state.setdefault(int(index), {})[name] = value
+    for index, values in meta["scalars"].items():
+        state.setdefault(int(index), {}).update(values)
+    tuple_keys = set(meta.get("tuple_keys", ()))
+    groups = [
+        {key: tuple(value) if key in tuple_keys else value for key, value in group.items()}
+        for group in meta["param_groups"]
+    ]
+    try:
+        optimizer.load_state_dict({"state": state, "param_groups": groups})
+    except (ValueError, KeyError, RuntimeError) as err:
+        raise CheckpointError(f"the optimizer state in {path / STATE_FILE} does not fit the optimizer: {err}") from err
+
+
+def load_checkpoint(
+    path_dir: str | os.PathLike[str],
+    *,
+    model: nn.Module | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    map_location: str | torch.device = "cpu",
+) -> tuple[GPTModel, dict[str, Any]]:
+    """Load a checkpoint written by ``save_checkpoint`` (chapter 5, "Saving and loading
+    model weights in PyTorch").
+
+    Args:
+        path_dir: The checkpoint folder.
+        model: Load the weights into this model (its shapes are checked first). ``None``
+            builds a ``GPTModel`` from the saved config, on ``map_location``; it is
+            returned in training mode, as PyTorch builds modules.
+        optimizer: Load the saved optimizer state into it (same class, same parameter
+            groups, built over the model's parameters).
+        map_location: Device the tensors are read to.
+
+    Returns:
+        ``(model, info)``; ``info`` has ``"path"`` (the folder read), ``"config"``
+        (``GPTConfig``), ``"step"``, ``"history"`` (``TrainHistory`` or ``None``),
+        ``"extra"`` (dict), ``"tokenizer"`` (the saved tokenizer or ``None``) and
+        ``"rng_state"`` (for ``set_rng_state``, or ``None``).
+
+    Raises:
+        CheckpointNotFoundError: There is no checkpoint at ``path_dir``, or a file of it
+            is missing (the message names it).
+        CheckpointError: A file is corrupt, or the weights do not fit the model (the
+            message lists each mismatched tensor with the expected and found shapes),
+            or the optimizer state does not fit the optimizer.
+    """
+    target = Path(path_dir)
+    folder = find_checkpoint(target)
+    if folder is None:
+        if target.is_dir():
+            raise CheckpointNotFoundError(f"{target} is not a checkpoint: checkpoint file {target / META_FILE} is missing")
+        raise CheckpointNotFoundError(f"no checkpoint at {target}: the folder does not exist")
+    meta = _read_json(folder / META_FILE)
+    if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{folder / META_FILE} is not a companion checkpoint file")
+    if meta.get("version") != CHECKPOINT_VERSION:
+        raise CheckpointError(
+            f"{folder / META_FILE} has checkpoint version {meta.get('version')!r}; this companion "
+            f"reads version {CHECKPOINT_VERSION}"
+        )
+    try:
+        config = GPTConfig.from_dict(_read_json(folder / CONFIG_FILE))
+    except (KeyError, TypeError, ValueError) as err:
+        if isinstance(err, CheckpointError):
+            raise
+        raise CheckpointError(f"checkpoint file {folder / CONFIG_FILE} is not a valid GPTConfig: {err}") from err
+
+    if model is None:
+        model = GPTModel(config).to(map_location)
+    module = _unwrap(model)
+    _check_model_shapes(module, folder / MODEL_FILE)
+    try:
+        load_model(module, str(folder / MODEL_FILE), strict=True, device=str(map_location))
+    except (SafetensorError, RuntimeError, OSError) as err:
+        raise CheckpointError(f"checkpoint file {folder / MODEL_FILE} could not be loaded: {err}") from err
+
+    rng_state = None
+    if meta.get("training_state"):
+        tensors = _read_tensors(folder / STATE_FILE, map_location)
+        rng_state = {k[len(_RNG_PREFIX) :]: v.cpu() for k, v in tensors.items() if k.startswith(_RNG_PREFIX)}
+        if optimizer is not None:
+            _load_optimizer(optimizer, meta.get("optimizer"), tensors, folder)
+    elif optimizer is not None:
+        raise CheckpointError(f"checkpoint {folder} holds no optimizer state; load it without optimizer=")
+
+    history = meta.get("history")
+    info = {
+        "path": folder,
+        "config": config,
+        "step": meta.get("step"),
+        "history": None if history is None else TrainHistory.from_dict(history),
+        "extra": meta.get("extra") or {},
+        "tokenizer": _load_tokenizer(folder, meta.get("tokenizer")),
+        "rng_state": rng_state,
+    }
+    return model, info  # type: ignore[return-value]
