@@ -1,0 +1,514 @@
+"""The course's own pretrained models, by name: trained once, then loaded from a cache.
+
+Chapter 5 pretrains a small GPT on Shakespeare; chapters 3, 5, 6 and 7 then start from
+that model. ``pretrained("shakespeare-small")`` returns it: from the model cache when
+a valid copy is there, otherwise trained on the spot from its recipe (a couple of
+minutes on a laptop CPU, deterministic), saved to the cache atomically, and returned.
+
+A ``Recipe`` is the whole training run as data: the corpus, the validation split,
+the tokenizer, the model's configuration, the batches, the optimizer and schedule,
+the seed. Its ``cache_key`` hashes all of it (with the corpus's SHA-256 and
+``RECIPE_FORMAT``), and a cached model made from another key is retrained, never
+silently used.
+
+Environment variables:
+
+* ``COMPANION_MODEL_DIR``: the model cache (default ``$XDG_CACHE_HOME/companion/models``
+  or ``~/.cache/companion/models``); one checkpoint folder per model name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from companion.checkpoint import (
+    CheckpointError,
+    CheckpointNotFoundError,
+    load_checkpoint,
+    save_checkpoint,
+)
+from companion.config import GPTConfig
+from companion.data import DATASETS, SlidingWindowDataset, _encode, read_text, sha256_of
+from companion.model import GPTModel, init_gpt2_weights, num_parameters
+from companion.train import TrainHistory, configure_optimizer, evaluate_text, train
+
+__all__ = [
+    "MODEL_DIR_ENV",
+    "RECIPES",
+    "RECIPE_FORMAT",
+    "Pretrained",
+    "Recipe",
+    "RecipeData",
+    "list_recipes",
+    "model_dir",
+    "prepare_data",
+    "pretrained",
+    "train_recipe",
+]
+
+MODEL_DIR_ENV = "COMPANION_MODEL_DIR"
+"""Name of the environment variable that sets the model cache folder."""
+
+RECIPE_FORMAT = 1
+"""Part of every cache key: bump it when a change to the training code changes what a
+recipe produces, so that every cached model is retrained."""
+
+_TOKENIZERS = ("bpe", "gpt2")
+_GPT2_VOCAB = 50_257
+
+
+def model_dir() -> Path:
+    """The model cache folder (it may not exist yet).
+
+    ``$COMPANION_MODEL_DIR`` if set, else ``$XDG_CACHE_HOME/companion/models``, else
+    ``~/.cache/companion/models``.
+    """
+    configured = os.environ.get(MODEL_DIR_ENV)
+    if configured:
+        return Path(configured).expanduser()
+    xdg_cache = os.environ.get("XDG_CACHE_HOME")
+    cache_root = Path(xdg_cache).expanduser() if xdg_cache else Path.home() / ".cache"
+    return cache_root / "companion" / "models"
+
+
+# --------------------------------------------------------------------------- #
+# Recipes
+# --------------------------------------------------------------------------- #
+@dataclass(frozen=True)
+class Recipe:
+    """Everything that determines a pretrained model, as data.
+
+    Attributes:
+        name: The model's name (its folder in the cache).
+        config: The model's ``GPTConfig``; ``config.vocab_size`` is the tokenizer's
+            size and ``config.context_length`` the length of the training windows.
+        data: A course data file (a key of ``companion.data.DATASETS``) or the path
+            of a UTF-8 text file.
+        val_fraction: The last fraction of the text (in characters) held out for
+            validation; the tokenizer and the model see only the rest.
+        tokenizer: ``"bpe"``: a byte-level BPE of ``config.vocab_size`` tokens trained
+            on the training split (``BPETokenizer.train``) and saved with the model;
+            ``"gpt2"``: GPT-2's tokenizer (``config.vocab_size`` must be 50,257).
+        batch_size: Windows per step. The windows start at every token of the
+            training split (stride 1), in an order drawn from ``seed``.
+        steps: Optimizer steps.
+        lr: Peak learning rate.
+        min_lr: End of the cosine decay; ``None`` for a constant rate after warmup.
+        warmup_steps: Steps of linear warmup.
+        weight_decay: AdamW weight decay of the matrices.
+        betas: AdamW betas.
+        grad_clip: Global gradient-norm clip; ``None`` for none.
+        gpt2_init: Initialise with ``init_gpt2_weights`` (else PyTorch's defaults).
+        seed: Seeds the initial weights, the data order and dropout.
+        eval_every: Steps between validation points of the history.
+        eval_batches: Validation batches per point (the final figures use the whole
+            validation text).
+        description: One line for people.
+    """
+
+    name: str
+    config: GPTConfig
+    data: str = "tinyshakespeare"
+    val_fraction: float = 0.1
+    tokenizer: str = "bpe"
+    batch_size: int = 32
+    steps: int = 1_000
+    lr: float = 1e-3
+    min_lr: float | None = 1e-4
+    warmup_steps: int = 50
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.95)
+    grad_clip: float | None = 1.0
+    gpt2_init: bool = True
+    seed: int = 123
+    eval_every: int = 100
+    eval_batches: int = 8
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.config, GPTConfig):
+            raise TypeError(f"config must be a GPTConfig, got {type(self.config).__name__}")
+        for name in ("batch_size", "steps", "eval_every", "eval_batches"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}={value!r} must be a positive integer")
+        if isinstance(self.warmup_steps, bool) or not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps={self.warmup_steps!r} must be an integer >= 0")
+        if not 0 < self.val_fraction < 1:
+            raise ValueError(f"val_fraction={self.val_fraction!r} must be between 0 and 1")
+        if not self.lr > 0:
+            raise ValueError(f"lr={self.lr!r} must be > 0")
+        if self.min_lr is not None and not 0 <= self.min_lr <= self.lr:
+            raise ValueError(f"min_lr={self.min_lr!r} must lie between 0 and lr={self.lr}")
+        if self.tokenizer not in _TOKENIZERS:
+            raise ValueError(f"tokenizer={self.tokenizer!r} is unknown; choose {' or '.join(map(repr, _TOKENIZERS))}")
+        if self.tokenizer == "gpt2" and self.config.vocab_size != _GPT2_VOCAB:
+            raise ValueError(
+                f"tokenizer='gpt2' has {_GPT2_VOCAB} tokens but config.vocab_size={self.config.vocab_size}"
+            )
+        if self.tokenizer == "bpe" and self.config.vocab_size < 257:
+            raise ValueError(
+                f"config.vocab_size={self.config.vocab_size} is too small for a byte-level BPE: "
+                "it needs 256 byte tokens and <|endoftext|>, so at least 257"
+            )
+        object.__setattr__(self, "betas", tuple(self.betas))
+
+    def replace(self, **changes: Any) -> Recipe:
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The recipe as JSON data (the config as ``GPTConfig.to_dict()``)."""
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        data["config"] = self.config.to_dict()
+        data["betas"] = list(self.betas)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Recipe:
+        """The inverse of ``to_dict``."""
+        fields = dict(data)
+        fields["config"] = GPTConfig.from_dict(fields["config"])
+        return cls(**fields)
+
+    def data_sha256(self) -> str:
+        """SHA-256 of the corpus: the registered hash of a course file, else the file's."""
+        if self.data in DATASETS:
+            return DATASETS[self.data].sha256
+        path = Path(self.data).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"data {self.data!r} is neither a course data file ({', '.join(sorted(DATASETS))}) "
+                "nor an existing text file"
+            )
+        return sha256_of(path)
+
+    def cache_key(self) -> str:
+        """A hash of everything that affects the trained model (not the name or description).
+
+        A cached model whose key differs was made by another recipe and is retrained.
+        """
+        fields = self.to_dict()
+        del fields["name"], fields["description"]
+        fields["data"] = self.data_sha256()  # the bytes, not where they are
+        payload = json.dumps({"format": RECIPE_FORMAT, "recipe": fields}, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+RECIPES: Mapping[str, Recipe] = MappingProxyType(
+    {
+        recipe.name: recipe
+        for recipe in (
+            # Chosen by measurement (bench/bench_shakespeare.py): at a fixed ~130 s of
+            # training on 2 CPU cores, many small steps beat wider, deeper or longer-context
+            # models; a 1,024-token BPE beat 512 and 2,048; GPT-2's initialisation gave
+            # 1.55 nats/char against 1.71 with PyTorch's defaults.
+            Recipe(
+                name="shakespeare-small",
+                description=(
+                    "A 4-layer, 128-wide GPT (0.93M parameters) on tinyshakespeare with a "
+                    "1,024-token BPE; about 2 minutes on 2 CPU cores (chapter 5)."
+                ),
+                config=GPTConfig(
+                    vocab_size=1_024,
+                    context_length=64,
+                    emb_dim=128,
+                    n_heads=4,
+                    n_layers=4,
+                    drop_rate=0.0,
+                    qkv_bias=False,
+                    tie_embeddings=True,
+                ),
+                data="tinyshakespeare",
+                val_fraction=0.1,
+                tokenizer="bpe",
+                batch_size=12,
+                steps=2_700,
+                lr=2e-3,
+                min_lr=2e-4,
+                warmup_steps=50,
+                weight_decay=0.1,
+                betas=(0.9, 0.95),
+                grad_clip=1.0,
+                gpt2_init=True,
+                seed=123,
+                eval_every=100,
+                eval_batches=8,
+            ),
+        )
+    }
+)
+"""The course's pretrained models, by name (read-only)."""
+
+
+def list_recipes() -> list[str]:
+    """The names of the models ``pretrained`` knows."""
+    return list(RECIPES)
+
+
+def _lookup(name: str | Recipe) -> Recipe:
+    if isinstance(name, Recipe):
+        return name
+    try:
+        return RECIPES[name]
+    except KeyError:
+        raise KeyError(f"unknown pretrained model {name!r}; known models: {', '.join(RECIPES)}") from None
+
+
+# --------------------------------------------------------------------------- #
+# Training a recipe
+# --------------------------------------------------------------------------- #
+@dataclass
+class RecipeData:
+    """A recipe's data, ready to train on (see ``prepare_data``).
+
+    Attributes:
+        train_text: The first ``1 - val_fraction`` of the corpus.
+        val_text: The held-out rest.
+        tokenizer: The recipe's tokenizer (a BPE is trained on ``train_text``).
+        train_loader: Windows of ``context_length`` tokens starting at every token of
+            the training split, shuffled.
+        val_loader: Consecutive windows of the validation split (stride
+            ``context_length``), in order.
+    """
+
+    train_text: str
+    val_text: str
+    tokenizer: Any
+    train_loader: DataLoader[tuple[torch.Tensor, torch.Tensor]]
+    val_loader: DataLoader[tuple[torch.Tensor, torch.Tensor]]
+
+
+def _read_corpus(data: str, progress: bool) -> str:
+    if data in DATASETS:
+        return read_text(data, progress=progress)
+    path = Path(data).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"data {data!r} is neither a course data file ({', '.join(sorted(DATASETS))}) "
+            "nor an existing text file"
+        )
+    return path.read_text(encoding="utf-8")
+
+
+def prepare_data(recipe: Recipe, *, progress: bool = True) -> RecipeData:
+    """Split the corpus, build the tokenizer and the loaders of a recipe (chapter 5).
+
+    Raises:
+        ValueError: A split is too short for one window of ``context_length`` tokens.
+    """
+    from companion.tokenizers import BPETokenizer, gpt2_tokenizer
+
+    text = _read_corpus(recipe.data, progress)
+    split = int(len(text) * (1 - recipe.val_fraction))
+    train_text, val_text = text[:split], text[split:]
+    if recipe.tokenizer == "bpe":
+        tokenizer = BPETokenizer.train(train_text, recipe.config.vocab_size)
+    else:
+        tokenizer = gpt2_tokenizer()
+    T = recipe.config.context_length
+    train_ids = _encode(tokenizer, train_text)
+    val_ids = _encode(tokenizer, val_text)
+    for part, ids in (("training", train_ids), ("validation", val_ids)):
+        if len(ids) < T + 1:
+            raise ValueError(
+                f"the {part} split of {recipe.data!r} has {len(ids)} tokens, fewer than one window of "
+                f"context_length={T} needs ({T + 1}); use more text or a shorter context"
+            )
+    train_set = SlidingWindowDataset(train_ids, context_length=T, stride=1)
+    val_set = SlidingWindowDataset(val_ids, context_length=T, stride=T)
+    if len(train_set) < recipe.batch_size:
+        raise ValueError(
+            f"the training split gives {len(train_set)} windows, fewer than batch_size={recipe.batch_size}"
+        )
+    return RecipeData(
+        train_text=train_text,
+        val_text=val_text,
+        tokenizer=tokenizer,
+        # shuffle=True: train() draws the order itself from the recipe's seed
+        train_loader=DataLoader(train_set, batch_size=recipe.batch_size, shuffle=True, drop_last=True),
+        val_loader=DataLoader(val_set, batch_size=recipe.batch_size, shuffle=False),
+    )
+
+
+@dataclass
+class Pretrained:
+    """A trained course model with everything needed to use it.
+
+    Attributes:
+        model: The ``GPTModel``, in eval mode, on the CPU.
+        tokenizer: Its tokenizer (``encode`` / ``decode``).
+        config: ``model.config``.
+        info: Facts about the run: ``"recipe"`` (its name), ``"recipe_key"``,
+            ``"val_loss"`` (nats per token on the whole validation split),
+            ``"val_nats_per_char"``, ``"val_bits_per_char"``, ``"train_seconds"``,
+            ``"steps"``, ``"tokens_seen"``, ``"parameters"``, ``"source"``
+            (``"trained"`` or ``"cache"``), ``"path"`` (the cache folder or ``None``).
+        history: The ``TrainHistory`` of the run (for loss plots).
+    """
+
+    model: GPTModel
+    tokenizer: Any
+    config: GPTConfig
+    info: dict[str, Any] = field(default_factory=dict)
+    history: TrainHistory | None = None
+
+
+def train_recipe(
+    recipe: str | Recipe,
+    *,
+    progress: bool = True,
+    checkpoint_dir: str | Path | None = None,
+    checkpoint_every: int | None = None,
+    resume: bool = True,
+    callback: Callable[[int, TrainHistory], None] | None = None,
+) -> Pretrained:
+    """Train a recipe from scratch (chapter 5, "Training an LLM") and measure it.
+
+    Deterministic: the same recipe on the same machine gives the same weights. The
+    final validation figures use the whole held-out text (``evaluate_text``).
+
+    Args:
+        recipe: A ``Recipe`` or the name of one in ``RECIPES``.
+        progress: Show ``tqdm`` progress bars.
+        checkpoint_dir: Write resumable checkpoints there (see ``train``); the last one
+            also holds the final figures.
+        checkpoint_every: Steps between checkpoints (default: ``recipe.eval_every``).
+        resume: Continue from a checkpoint in ``checkpoint_dir``.
+        callback: Passed to ``train``.
+
+    Returns:
+        The ``Pretrained`` model (``info["source"] == "trained"``).
+    """
+    recipe = _lookup(recipe)
+    key = recipe.cache_key()
+    data = prepare_data(recipe, progress=progress)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(recipe.seed)
+        model = GPTModel(recipe.config)
+        if recipe.gpt2_init:
+            init_gpt2_weights(model)
+    optimizer = configure_optimizer(model, lr=recipe.lr, weight_decay=recipe.weight_decay, betas=recipe.betas)
+    extra = {"recipe": recipe.to_dict(), "recipe_key": key}
+    history = train(
+        model,
+        data.train_loader,
+        data.val_loader,
+        max_steps=recipe.steps,
+        optimizer=optimizer,
+        lr=recipe.lr,
+        min_lr=recipe.min_lr,
+        warmup_steps=recipe.warmup_steps,
+        grad_clip=recipe.grad_clip,
+        eval_every=recipe.eval_every,
+        eval_batches=recipe.eval_batches,
+        tokenizer=data.tokenizer,
+        progress=progress,
+        seed=recipe.seed,
+        checkpoint_dir=checkpoint_dir,
+        checkpoint_every=checkpoint_every,
+        resume=resume,
+        checkpoint_extra=extra,
+        callback=callback,
+    )
+    model.eval()
+    final = evaluate_text(model, data.tokenizer, data.val_text)
+    info = {
+        "recipe": recipe.name,
+        "recipe_key": key,
+        "val_loss": final.loss_per_token,
+        "val_nats_per_char": final.nats_per_char,
+        "val_bits_per_char": final.bits_per_char,
+        "val_tokens": final.tokens,
+        "val_chars": final.chars,
+        "train_seconds": history.elapsed,
+        "steps": history.steps[-1] if history.steps else 0,
+        "tokens_seen": history.tokens_seen[-1] if history.tokens_seen else 0,
+        "parameters": num_parameters(model),
+    }
+    if checkpoint_dir is not None:
+        # the final figures join the last checkpoint, which stays resumable
+        save_checkpoint(checkpoint_dir, model, optimizer=optimizer, step=info["steps"], history=history,
+                        extra={**extra, "info": info, "tokens_seen": info["tokens_seen"]},
+                        tokenizer=data.tokenizer)
+    return Pretrained(model, data.tokenizer, recipe.config,
+                      {**info, "source": "trained", "path": checkpoint_dir}, history)
+
+
+# --------------------------------------------------------------------------- #
+# The cache
+# --------------------------------------------------------------------------- #
+def pretrained(
+    name: str | Recipe = "shakespeare-small",
+    *,
+    progress: bool = True,
+    cache_dir: str | os.PathLike[str] | None = None,
+    retrain: bool = False,
+) -> Pretrained:
+    """A course model by name: from the model cache, or trained now and cached.
+
+    A cached model is used only if its checkpoint loads and was made by exactly this
+    recipe (same ``cache_key``); otherwise the recipe is trained (deterministically,
+    with a progress bar) and the result saved to the cache atomically. A cache that
+    cannot be written only costs a warning: the trained model is returned anyway.
+
+    Args:
+        name: A name in ``RECIPES`` (``list_recipes()``), or a ``Recipe``.
+        progress: Show progress bars while training; ``False`` is silent.
+        cache_dir: The cache folder; ``None`` for ``model_dir()``.
+        retrain: Train even if a valid cached copy exists (and replace it).
+
+    Returns:
+        A ``Pretrained`` with the model in eval mode; ``info["source"]`` says whether
+        it came from the cache or was trained now.
+
+    Raises:
+        KeyError: ``name`` is unknown (the message lists the known models).
+    """
+    recipe = _lookup(name)
+    folder = Path(cache_dir).expanduser() if cache_dir is not None else model_dir()
+    folder = folder / recipe.name
+    key = recipe.cache_key()
+    if not retrain:
+        cached = _from_cache(folder, key)
+        if cached is not None:
+            return cached
+    result = train_recipe(recipe, progress=progress)
+    try:
+        save_checkpoint(folder, result.model, step=result.info["steps"], history=result.history,
+                        extra={"recipe": recipe.to_dict(), "recipe_key": key,
+                               "info": {k: v for k, v in result.info.items() if k not in ("source", "path")}},
+                        tokenizer=result.tokenizer)
+        result.info["path"] = folder
+    except (OSError, CheckpointError) as err:
+        warnings.warn(f"could not save {recipe.name!r} to the model cache {folder}: {err}", stacklevel=2)
+    return result
+
+
+def _from_cache(folder: Path, key: str) -> Pretrained | None:
+    """The cached model if it loads and its recipe key is ``key``, else ``None``."""
+    try:
+        model, meta = load_checkpoint(folder)
+    except CheckpointNotFoundError:
+        return None
+    except CheckpointError as err:
+        warnings.warn(f"the cached model in {folder} is unusable ({err}); retraining it", stacklevel=3)
+        return None
+    extra = meta["extra"]
+    if extra.get("recipe_key") != key or meta["tokenizer"] is None or "info" not in extra:
+        return None
+    model.eval()
+    info = {**extra["info"], "source": "cache", "path": meta["path"]}
+    return Pretrained(model, meta["tokenizer"], meta["config"], info, meta["history"])
