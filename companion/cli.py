@@ -1,0 +1,353 @@
+"""The command line: ``companion train`` and ``companion generate``.
+
+``python -m companion train --help`` and ``python -m companion generate --help``
+describe every option. Examples::
+
+    companion train --out runs/shakespeare                  # the shakespeare-small recipe
+    companion train --model gpt2-small --n-layers 4 --emb-dim 256 --n-heads 4 \\
+        --context-length 128 --data my_text.txt --steps 500 --out runs/mine
+    companion generate --checkpoint runs/shakespeare --prompt "ROMEO:" --temperature 0.8 --top-k 40
+    companion generate --pretrained shakespeare-small --prompt "ROMEO:"
+
+Errors in the input (a missing checkpoint, a bad number, an unknown name) print one
+line starting with ``companion: error:`` and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["build_parser", "main"]
+
+_PROG = "companion"
+
+
+# --------------------------------------------------------------------------- #
+# Number types with clear messages
+# --------------------------------------------------------------------------- #
+def _int_at_least(low: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def _float_in(low: float, high: float, *, low_open: bool = False, high_open: bool = False) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if math.isnan(value) or value < low or value > high or (low_open and value == low) or (
+            high_open and value == high
+        ):
+            left = "(" if low_open else "["
+            right = ")" if high_open else "]"
+            raise argparse.ArgumentTypeError(f"must be in {left}{low}, {high}{right}, got {text}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+_positive = _int_at_least(1)
+_non_negative = _int_at_least(0)
+_positive_float = _float_in(0.0, math.inf, low_open=True, high_open=True)
+_non_negative_float = _float_in(0.0, math.inf, high_open=True)
+_fraction = _float_in(0.0, 1.0, low_open=True, high_open=True)
+_probability = _float_in(0.0, 1.0, high_open=True)
+
+
+def _optional_float(text: str) -> float | None:
+    if text.lower() == "none":
+        return None
+    return _non_negative_float(text)
+
+
+_optional_float.__name__ = "number"
+
+
+# --------------------------------------------------------------------------- #
+# The parser
+# --------------------------------------------------------------------------- #
+class _UsageError(Exception):
+    """Bad input found after parsing (printed as ``companion: error: ...``, status 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` that raises instead of exiting, so ``main`` can return."""
+
+    def error(self, message: str) -> Any:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        raise _UsageError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``companion`` argument parser with its ``train`` and ``generate`` commands."""
+    from companion.config import PRESETS
+    from companion.course_models import RECIPES
+
+    recipes = ", ".join(RECIPES)
+    presets = ", ".join(PRESETS)
+    parser = _Parser(
+        prog=_PROG,
+        description="Train and sample the GPT models of the course 'Build a Large Language Model from scratch'.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.required = True
+
+    # ----------------------------------------------------------------- train
+    tr = commands.add_parser(
+        "train",
+        help="train a model and write a checkpoint",
+        description=(
+            "Train a GPT on a text and write a resumable checkpoint folder. --model names a course "
+            f"recipe ({recipes}), whose settings are the defaults, or a GPTConfig preset ({presets}), "
+            "whose shape you will usually shrink with the model options. Progress is printed at every "
+            "evaluation point."
+        ),
+    )
+    tr.add_argument("--out", required=True, type=Path, metavar="DIR",
+                    help="checkpoint folder to write (and to resume from)")
+    tr.add_argument("--model", default="shakespeare-small", metavar="NAME",
+                    help=f"a recipe ({recipes}) or a preset ({presets}); default shakespeare-small")
+    tr.add_argument("--data", default=None, metavar="NAME_OR_PATH",
+                    help="a course data file (e.g. tinyshakespeare, the-verdict) or a UTF-8 text file; "
+                         "default: the recipe's, or tinyshakespeare")
+    tr.add_argument("--val-fraction", type=_fraction, metavar="F",
+                    help="last fraction of the text held out for validation (default 0.1)")
+    tr.add_argument("--tokenizer", choices=("bpe", "gpt2"),
+                    help="bpe: train a byte-level BPE on the training split (saved with the model); "
+                         "gpt2: GPT-2's tokenizer (default for presets)")
+    tr.add_argument("--vocab-size", type=_int_at_least(257), metavar="N",
+                    help="tokens of the BPE tokenizer (with --tokenizer bpe)")
+    model = tr.add_argument_group("model shape (overrides the recipe or preset)")
+    model.add_argument("--context-length", type=_positive, metavar="N", help="tokens per training window")
+    model.add_argument("--emb-dim", type=_positive, metavar="N", help="embedding width")
+    model.add_argument("--n-heads", type=_positive, metavar="N", help="attention heads (must divide --emb-dim)")
+    model.add_argument("--n-layers", type=_positive, metavar="N", help="transformer blocks")
+    model.add_argument("--dropout", type=_probability, metavar="P", help="dropout rate in [0, 1)")
+    opt = tr.add_argument_group("training (overrides the recipe)")
+    opt.add_argument("--steps", type=_positive, metavar="N", help="optimizer steps")
+    opt.add_argument("--batch-size", type=_positive, metavar="N", help="windows per step")
+    opt.add_argument("--lr", type=_positive_float, metavar="X", help="peak learning rate")
+    opt.add_argument("--min-lr", type=_optional_float, metavar="X",
+                     help="learning rate at the end of the cosine decay; 'none' for a constant rate")
+    opt.add_argument("--warmup-steps", type=_non_negative, metavar="N", help="steps of linear warmup")
+    opt.add_argument("--weight-decay", type=_non_negative_float, metavar="X", help="AdamW weight decay")
+    opt.add_argument("--grad-clip", type=_non_negative_float, metavar="X",
+                     help="clip the gradients' global norm to X; 0 disables clipping")
+    opt.add_argument("--seed", type=_non_negative, metavar="N", help="seed of the weights, data order and dropout")
+    opt.add_argument("--eval-every", type=_positive, metavar="N", help="steps between evaluation points")
+    opt.add_argument("--eval-batches", type=_positive, metavar="N", help="validation batches per evaluation")
+    opt.add_argument("--checkpoint-every", type=_positive, metavar="N",
+                     help="steps between checkpoints (default: --eval-every)")
+    opt.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
+                     help="continue from the checkpoint in --out if there is one (default); "
+                          "--no-resume starts afresh and overwrites it")
+    tr.add_argument("--quiet", action="store_true", help="print only the final summary (no progress)")
+
+    # -------------------------------------------------------------- generate
+    ge = commands.add_parser(
+        "generate",
+        help="generate text from a checkpoint or a pretrained model",
+        description="Continue a prompt with a trained model and print the text.",
+    )
+    source = ge.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", type=Path, metavar="DIR",
+                        help="a checkpoint folder written by 'companion train'")
+    source.add_argument("--pretrained", metavar="NAME",
+                        help=f"a course model ({recipes}); trained and cached on first use")
+    ge.add_argument("--prompt", required=True, help="the text to continue")
+    ge.add_argument("--max-tokens", type=_positive, default=100, metavar="N",
+                    help="most tokens to generate (default 100)")
+    ge.add_argument("--temperature", type=_non_negative_float, default=0.8, metavar="T",
+                    help="sampling temperature; 0 for greedy decoding (default 0.8)")
+    ge.add_argument("--top-k", type=_positive, default=None, metavar="K",
+                    help="sample only among the K most likely tokens")
+    ge.add_argument("--top-p", type=_float_in(0.0, 1.0, low_open=True), default=None, metavar="P",
+                    help="sample only among the most likely tokens that add up to probability P")
+    ge.add_argument("--seed", type=_non_negative, default=123, metavar="N",
+                    help="seed of the sampling (default 123)")
+    ge.add_argument("--stop-at-eos", action="store_true",
+                    help="stop at the tokenizer's <|endoftext|> token")
+    ge.add_argument("--no-cache", action="store_true",
+                    help="re-read the whole context at every step instead of using the KV cache")
+    return parser
+
+
+# --------------------------------------------------------------------------- #
+# Commands
+# --------------------------------------------------------------------------- #
+def _recipe_from_args(args: argparse.Namespace) -> Any:
+    from companion.config import PRESETS, GPTConfig
+    from companion.course_models import RECIPES, Recipe
+
+    if args.model in RECIPES:
+        base = RECIPES[args.model]
+        config = base.config
+        tokenizer = args.tokenizer or base.tokenizer
+    elif args.model in PRESETS:
+        config = GPTConfig.from_preset(args.model)
+        tokenizer = args.tokenizer or ("bpe" if args.vocab_size else "gpt2")
+        base = None
+    else:
+        raise _UsageError(
+            f"unknown --model {args.model!r}; recipes: {', '.join(RECIPES)}; presets: {', '.join(PRESETS)}"
+        )
+    if tokenizer == "gpt2" and args.vocab_size and args.vocab_size != 50_257:
+        raise _UsageError("--vocab-size sets the size of a BPE tokenizer; GPT-2's has 50,257 tokens")
+    changes = {
+        "context_length": args.context_length,
+        "emb_dim": args.emb_dim,
+        "n_heads": args.n_heads,
+        "n_layers": args.n_layers,
+        "drop_rate": args.dropout,
+    }
+    if tokenizer == "gpt2":
+        changes["vocab_size"] = 50_257
+    elif args.vocab_size:
+        changes["vocab_size"] = args.vocab_size
+    elif config.vocab_size == 50_257:  # a preset trained with a BPE of our own
+        changes["vocab_size"] = 1_024
+    config = config.replace(**{k: v for k, v in changes.items() if v is not None})
+
+    fields: dict[str, Any] = {}
+    for arg in ("data", "val_fraction", "steps", "batch_size", "lr", "warmup_steps", "weight_decay",
+                "seed", "eval_every", "eval_batches"):
+        value = getattr(args, arg)
+        if value is not None:
+            fields[arg] = value
+    if args.grad_clip is not None:
+        fields["grad_clip"] = args.grad_clip or None  # 0 disables clipping
+    if args.min_lr_given:
+        fields["min_lr"] = args.min_lr
+    elif base is None:
+        fields["min_lr"] = fields.get("lr", Recipe.lr) / 10
+    elif "lr" in fields and base.min_lr is not None:
+        fields["min_lr"] = fields["lr"] * base.min_lr / base.lr  # keep the recipe's ratio
+    name = args.model if base is not None else f"{args.model}-custom"
+    if base is not None:
+        return base.replace(config=config, tokenizer=tokenizer, **fields)
+    return Recipe(name=name, config=config, tokenizer=tokenizer, **fields)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from companion.checkpoint import find_checkpoint, load_checkpoint
+    from companion.course_models import train_recipe
+
+    recipe = _recipe_from_args(args)
+    key = recipe.cache_key()
+    if args.resume and find_checkpoint(args.out) is not None:
+        _, info = load_checkpoint(args.out)
+        if info["extra"].get("recipe_key") != key:
+            raise _UsageError(
+                f"{args.out} holds a checkpoint of a different run (other model, data or training "
+                "settings); pass --no-resume to overwrite it, or choose another --out"
+            )
+    cfg = recipe.config
+    print(f"training {recipe.name}: {cfg.n_layers} layers, width {cfg.emb_dim}, {cfg.n_heads} heads, "
+          f"context {cfg.context_length}, vocabulary {cfg.vocab_size} ({recipe.tokenizer}), "
+          f"{recipe.steps} steps of {recipe.batch_size} windows, lr {recipe.lr:g}, data {recipe.data!r}",
+          flush=True)
+
+    def report(step: int, history: Any) -> None:
+        if args.quiet or not history.steps or history.steps[-1] != step:
+            return
+        val = history.val_loss[-1]
+        tqdm.write(
+            f"step {step:>6}/{recipe.steps}  train {history.train_loss[-1]:.4f}  "
+            f"val {'-' if val is None else f'{val:.4f}'}  lr {history.lr[-1]:.2e}  "
+            f"{history.elapsed:.1f} s",
+            file=sys.stdout,
+        )
+
+    result = train_recipe(recipe, progress=not args.quiet, checkpoint_dir=args.out,
+                          checkpoint_every=args.checkpoint_every, resume=args.resume, callback=report)
+    info = result.info
+    print(f"done: {info['steps']} steps in {info['train_seconds']:.1f} s; validation loss "
+          f"{info['val_loss']:.4f} nats/token, {info['val_nats_per_char']:.4f} nats/char; "
+          f"checkpoint in {args.out}", flush=True)
+    return 0
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from companion.checkpoint import load_checkpoint
+    from companion.generate import generate_text
+    from companion.course_models import pretrained
+
+    if args.checkpoint is not None:
+        model, info = load_checkpoint(args.checkpoint)
+        tokenizer = info["tokenizer"]
+        if tokenizer is None:
+            if model.config.vocab_size != 50_257:
+                raise _UsageError(
+                    f"checkpoint {args.checkpoint} has no tokenizer and its vocabulary "
+                    f"({model.config.vocab_size}) is not GPT-2's"
+                )
+            from companion.tokenizers import gpt2_tokenizer
+
+            tokenizer = gpt2_tokenizer()
+    else:
+        result = pretrained(args.pretrained)
+        model, tokenizer = result.model, result.tokenizer
+    eos_id = None
+    if args.stop_at_eos:
+        eos_id = getattr(tokenizer, "eot_token", None)
+        if eos_id is None:
+            raise _UsageError("--stop-at-eos: this tokenizer has no <|endoftext|> token")
+    try:
+        prompt_ok = len(tokenizer.encode(args.prompt)) > 0
+    except ValueError as err:  # a special token in the prompt
+        raise _UsageError(f"--prompt: {err}") from err
+    if not prompt_ok:
+        raise _UsageError("--prompt must not be empty")
+    text = generate_text(model, tokenizer, args.prompt, args.max_tokens, temperature=args.temperature,
+                         top_k=args.top_k, top_p=args.top_p, eos_id=eos_id, seed=args.seed,
+                         use_cache=not args.no_cache)
+    print(text)
+    return 0
+
+
+# --------------------------------------------------------------------------- #
+# Entry point
+# --------------------------------------------------------------------------- #
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (0 success, 2 bad input).
+
+    ``--help`` prints the help and returns 0. Used by ``python -m companion`` and the
+    ``companion`` script.
+    """
+    from companion.checkpoint import CheckpointError
+
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = parser.parse_args(argv)
+        args.min_lr_given = any(a == "--min-lr" or a.startswith("--min-lr=") for a in argv)
+        if args.command == "train":
+            return _train(args)
+        return _generate(args)
+    except SystemExit as exit_:  # --help (0)
+        return int(exit_.code or 0)
+    except _UsageError as err:
+        print(f"{_PROG}: error: {err}", file=sys.stderr)
+        return 2
+    except (CheckpointError, FileNotFoundError, KeyError, ValueError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"{_PROG}: error: {message}", file=sys.stderr)
+        return 2
