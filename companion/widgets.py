@@ -145,3 +145,48 @@ def attention_explorer(model: Any, tokenizer: Any, sentences: Sequence[str]) -> 
         control.observe(update, names="value")
     update()
     return widgets.VBox([sentence, widgets.HBox([layer, head]), image])
+
+
+def sampling_explorer(
+    model: Any,
+    tokenizer: Any,
+    *,
+    prompt: str = "ROMEO:\n",
+    max_new_tokens: int = 60,
+    seed: int = 123,
+) -> Any:
+    """Temperature and top-k sliders over text sampled from ``model`` (chapter 5, decoding).
+
+    Each change re-samples ``max_new_tokens`` tokens after ``prompt`` with a generator
+    seeded by the seed slider, so a setting always shows the same text. Temperature 0 is
+    greedy decoding; top-k 0 keeps every token.
+
+    Returns:
+        An ``ipywidgets.VBox`` with the prompt box, the sliders and the generated text.
+    """
+    import ipywidgets as widgets
+
+    from companion.generate import generate_text
+
+    prompt_box = widgets.Textarea(value=prompt, description="Prompt", layout=widgets.Layout(width="95%"))
+    temperature = widgets.FloatSlider(value=0.8, min=0.0, max=2.0, step=0.1, description="Temperature")
+    top_k = widgets.IntSlider(value=20, min=0, max=200, step=5, description="Top-k")
+    seed_box = widgets.IntSlider(value=seed, min=0, max=999, description="Seed")
+    out = widgets.HTML()
+
+    def update(_: object = None) -> None:
+        text = generate_text(
+            model,
+            tokenizer,
+            prompt_box.value,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature.value,
+            top_k=top_k.value or None,
+            seed=seed_box.value,
+        )
+        out.value = f"<pre style='white-space:pre-wrap;margin:4px 0'>{html.escape(text)}</pre>"
+
+    for control in (prompt_box, temperature, top_k, seed_box):
+        control.observe(update, names="value")
+    update()
+    return widgets.VBox([prompt_box, widgets.HBox([temperature, top_k, seed_box]), out])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -107,3 +109,22 @@ def test_attention_explorer_draws_a_heatmap_per_choice() -> None:
     assert image.value[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError, match="at least one sentence"):
         attention_explorer(model, enc, [])
+
+
+def test_sampling_explorer_resamples_when_a_slider_moves() -> None:
+    from companion.generate import generate_text
+    from companion.widgets import sampling_explorer
+
+    torch.manual_seed(0)
+    model = GPTModel(GPTConfig(vocab_size=50257, context_length=32, emb_dim=8, n_heads=2, n_layers=1))
+    enc = gpt2_tokenizer()
+    box = sampling_explorer(model, enc, prompt="Hello", max_new_tokens=5, seed=3)
+    prompt, sliders, out = box.children
+    temperature, top_k, seed = sliders.children
+    expected = generate_text(model, enc, "Hello", 5, temperature=0.8, top_k=20, seed=3)
+    assert out.value == f"<pre style='white-space:pre-wrap;margin:4px 0'>{html.escape(expected)}</pre>"
+    temperature.value = 0.0  # greedy
+    greedy = html.escape(generate_text(model, enc, "Hello", 5))
+    assert greedy in out.value
+    seed.value = 4
+    assert greedy in out.value, "greedy decoding does not depend on the seed"
