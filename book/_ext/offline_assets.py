@@ -82,7 +82,7 @@ PACKAGES = (
 )
 
 REQUIRE_JS = f"{VENDOR}/requirejs/require.js"
-REQUIRE_CONFIG_JS = f"{VENDOR}/require-config.js"
+WIDGET_SUPPORT_JS = f"{VENDOR}/widget-support.js"
 EMBED_AMD_JS = f"{VENDOR}/html-manager/dist/embed-amd.js"
 MATHJAX_JS = f"{VENDOR}/mathjax/es5/tex-chtml.js"
 
@@ -141,18 +141,37 @@ def _install(pkg: NpmPackage, root: Path) -> None:
             shutil.rmtree(staging)
 
 
-# The widget manager finds the fonts and images of its style sheet relative to the URL that
-# require.js gives its module; without this mapping that URL is next to each page, where
-# nothing is. The script locates itself, so it works at any page depth.
-REQUIRE_CONFIG = """\
-// Written by book/_ext/offline_assets.py: load the widget manager's files from this book.
+# Support code for the widget manager, loaded between require.js and embed-amd.js. It does two
+# things:
+# 1. The widget manager finds the fonts and images of its style sheet relative to the URL that
+#    require.js gives its module; without a mapping that URL is next to each page, where
+#    nothing is. The script locates itself, so it works at any page depth.
+# 2. The widgets typeset their labels with MathJax 2's API (MathJax.Hub.Queue), while the book
+#    loads MathJax 3, which has no Hub: on a page with both math and labelled widgets every
+#    label threw an error. A two-line Hub that forwards to MathJax 3's typesetPromise fixes it;
+#    it is added to the configuration object now and to MathJax 3 itself once it has loaded.
+WIDGET_SUPPORT = """\
+// Written by book/_ext/offline_assets.py: load the widget manager's files from this book,
+// and let its MathJax 2 calls reach MathJax 3.
 (function () {
   var here = document.currentScript.src;
-  var vendor = here.slice(0, here.lastIndexOf("/") + 1);
-  var dist = vendor + "html-manager/dist";
+  var dist = here.slice(0, here.lastIndexOf("/") + 1) + "html-manager/dist";
   // the most specific prefix wins: modules such as @jupyter-widgets/controls and
   // @jupyter-widgets/html-manager/dist/libembed-amd both resolve into dist/
   require.config({paths: {"@jupyter-widgets": dist, "@jupyter-widgets/html-manager/dist": dist}});
+
+  function addHub() {
+    var mathjax = window.MathJax;
+    if (mathjax && !mathjax.Hub) {
+      mathjax.Hub = {Queue: function (command) {
+        var element = command && command[2];
+        if (element && window.MathJax.typesetPromise) window.MathJax.typesetPromise([element]);
+      }};
+    }
+  }
+  addHub();
+  document.addEventListener("DOMContentLoaded", addHub);
+  window.addEventListener("load", addHub);
 })();
 """
 
@@ -169,11 +188,11 @@ def _configure(app: Sphinx, config: Config) -> None:
             raise
         logger.warning(f"{exc}; the pages will load these files from CDNs")
         return
-    (root / REQUIRE_CONFIG_JS).write_text(REQUIRE_CONFIG)
+    (root / WIDGET_SUPPORT_JS).write_text(WIDGET_SUPPORT)
     config.html_static_path = [*config.html_static_path, str(root)]
     # myst-nb adds these to pages that hold saved widget state (no CDN attribute:
     # the widgets the course uses are all bundled in embed-amd.js)
-    config.nb_ipywidgets_js = {REQUIRE_JS: {}, REQUIRE_CONFIG_JS: {}, EMBED_AMD_JS: {}}
+    config.nb_ipywidgets_js = {REQUIRE_JS: {}, WIDGET_SUPPORT_JS: {}, EMBED_AMD_JS: {}}
     config.mathjax_path = MATHJAX_JS
 
 
