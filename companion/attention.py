@@ -1,6 +1,6 @@
 """Causal self-attention: the mask, the readable computation, and multi-head attention.
 
-Chapter 3 ("Coding attention mechanisms") builds these pieces one at a time; this
+Chapter 3, "Coding attention mechanisms", builds these pieces one at a time; this
 module holds their finished forms:
 
 * ``causal_mask`` marks the positions a token may not look at (the future).
@@ -57,8 +57,8 @@ def causal_mask(T: int, device: torch.device | str | None = None) -> Tensor:
     """Return the causal mask: ``True`` above the diagonal, at the positions to hide.
 
     Row ``t`` describes query token ``t``: it may look at keys ``0..t`` (``False``) and
-    must not see keys ``t+1..T-1`` (``True``). Built in chapter 3, "Hiding future
-    words with causal attention".
+    must not see keys ``t+1..T-1`` (``True``). Built in chapter 3,
+    "Causal attention: hiding the future".
 
     When ``P`` tokens come before the current ``T`` (a KV cache), the mask for the new
     queries is rows ``P..P+T-1`` of the larger mask: ``causal_mask(P + T)[P:]``,
@@ -83,7 +83,8 @@ def scaled_dot_product_attention(
     dropout: Callable[[Tensor], Tensor] | None = None,
     return_weights: bool = False,
 ) -> Tensor | tuple[Tensor, Tensor]:
-    """Attention written out step by step (chapter 3, "Implementing self-attention").
+    """Attention written out step by step (chapter 3,
+    "Self-attention with trainable weights").
 
     ``softmax(q @ kᵀ / √D)`` gives, for each query, weights over the keys that sum to
     1; the output is the weighted sum of the values. Leading dimensions (batch, heads)
@@ -222,14 +223,14 @@ class KVCache:
 
 
 class MultiHeadAttention(nn.Module):
-    """Causal multi-head self-attention (chapter 3, "Extending single-head attention
-    to multi-head attention").
+    """Causal multi-head self-attention (chapter 3, "Multi-head attention").
 
     The input is projected to queries, keys and values of width ``d_out``, which are
     split into ``num_heads`` heads of width ``d_out // num_heads``. Each head attends
     on its own; the heads' outputs are concatenated and mixed by ``out_proj``.
 
-    Submodule and buffer names follow the book, so its weights load unchanged:
+    Submodule and buffer names follow chapter 3 (and Raschka's book), so those modules'
+    weights load unchanged:
     ``W_query``, ``W_key``, ``W_value``, ``out_proj``, ``dropout``, and the causal
     mask ``mask``, a non-persistent buffer (it moves with ``.to(device)`` but is never
     saved in a ``state_dict``: it can always be rebuilt).
@@ -379,7 +380,8 @@ class MultiHeadAttention(nn.Module):
 
 @torch.no_grad()
 def attention_maps(model: GPTModel, idx: Tensor, *, causal: bool = True) -> Tensor:
-    """Every layer's and head's attention weights for a batch of texts (chapter 3, trained heads).
+    """Every layer's and head's attention weights for a batch of texts (chapter 3,
+    "What trained attention heads look at").
 
     Runs ``model`` in evaluation mode and, at each block, recomputes the block's
     attention weights on the readable path from the block's own normalized input.

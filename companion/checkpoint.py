@@ -1,6 +1,6 @@
 """Checkpoints: a trained model (and what is needed to resume its training) as a folder.
 
-Chapter 5 ("Saving and loading model weights in PyTorch") saves a model so that the
+Chapter 5, "Checkpoints: saving, loading and resuming", saves a model so that the
 next chapters can start from it, and saves the optimizer too so that training can go
 on later. The book uses ``torch.save``, which pickles: loading a pickle can run any
 code. Here a checkpoint is data only:
@@ -246,7 +246,7 @@ def save_checkpoint(
 ) -> Path:
     """Save a model, and optionally its training state, to a folder, atomically.
 
-    Chapter 5, "Saving and loading model weights in PyTorch". See the module docstring
+    Chapter 5, "Checkpoints: saving, loading and resuming". See the module docstring
     for the files. When an optimizer or a step is given, the global random state is
     saved too (``get_rng_state``), so that a resumed run draws the same dropout masks.
 
@@ -433,8 +433,8 @@ def load_checkpoint(
     optimizer: torch.optim.Optimizer | None = None,
     map_location: str | torch.device = "cpu",
 ) -> tuple[GPTModel, dict[str, Any]]:
-    """Load a checkpoint written by ``save_checkpoint`` (chapter 5, "Saving and loading
-    model weights in PyTorch").
+    """Load a checkpoint written by ``save_checkpoint`` (chapter 5,
+    "Checkpoints: saving, loading and resuming").
 
     Args:
         path_dir: The checkpoint folder.

@@ -1,7 +1,7 @@
 """The GPT model's configuration: one frozen, validated object, with named presets.
 
-Chapter 4 ("Implementing a GPT model from scratch") describes the model with a plain
-dict, ``GPT_CONFIG_124M``. ``GPTConfig`` takes exactly those field names, so the
+Chapter 4, "The configuration", describes the model with a plain dict,
+``GPT2_SMALL``. ``GPTConfig`` takes exactly those field names, so the
 chapter's dict becomes a checked object with ``GPTConfig(**cfg)``, and every later
 chapter passes that object around instead of a dict that can hold a typo.
 
@@ -35,10 +35,11 @@ _BOOL_FIELDS = ("qkv_bias", "tie_embeddings")
 
 @dataclass(frozen=True)
 class GPTConfig:
-    """Hyperparameters of a GPT model (chapter 4, "Implementing a GPT model from scratch").
+    """Hyperparameters of a GPT model (chapter 4, "The configuration").
 
-    The first seven fields are the keys of the book's ``GPT_CONFIG_124M`` dict, so
-    ``GPTConfig(**GPT_CONFIG_124M)`` works. The last two are additions of this course.
+    The first seven fields are the keys of chapter 4's ``GPT2_SMALL`` dict (the same keys
+    as the configuration dicts of Raschka's *Build a Large Language Model (From
+    Scratch)*), so ``GPTConfig(**GPT2_SMALL)`` works. The last two are additions.
 
     Attributes:
         vocab_size: Number of token ids (rows of the token embedding, columns of the
@@ -51,9 +52,9 @@ class GPTConfig:
         drop_rate: Dropout probability used everywhere dropout is applied, in
             ``[0, 1)``. Only active in training mode.
         qkv_bias: Whether the query, key and value projections have a bias. GPT-2 has
-            one; the book's training configuration does not.
+            one; the training configuration of Raschka's book does not.
         tie_embeddings: Whether the output head reuses the token embedding matrix
-            (GPT-2 does; the book's model keeps a separate output matrix).
+            (GPT-2 does; chapter 4's own model and Raschka's keep a separate output matrix).
         attn_impl: ``"manual"`` for the step-by-step attention of chapter 3, which can
             also return the attention weights, or ``"sdpa"`` for
             ``torch.nn.functional.scaled_dot_product_attention`` (faster, same result).
@@ -205,7 +206,7 @@ PRESETS: Mapping[str, GPTConfig] = MappingProxyType(
         "gpt2-medium": _gpt2(emb_dim=1_024, n_heads=16, n_layers=24),  # 355M
         "gpt2-large": _gpt2(emb_dim=1_280, n_heads=20, n_layers=36),  # 774M
         "gpt2-xl": _gpt2(emb_dim=1_600, n_heads=25, n_layers=48),  # 1558M
-        # The book's pretraining run (chapter 5): GPT-2 small's shape, a short context
+        # The pretraining run of Raschka's book: GPT-2 small's shape, a short context
         # to keep training cheap, no query/key/value bias, an untied output head.
         "gpt2-small-book": _gpt2(emb_dim=768, n_heads=12, n_layers=12).replace(
             context_length=256, qkv_bias=False, tie_embeddings=False

@@ -375,7 +375,8 @@ def train_recipe(
     resume: bool = True,
     callback: Callable[[int, TrainHistory], None] | None = None,
 ) -> Pretrained:
-    """Train a recipe from scratch (chapter 5, "Training an LLM") and measure it.
+    """Train a recipe from scratch (chapter 5, "A model that really learns") and
+    measure it.
 
     Deterministic: the same recipe on the same machine gives the same weights. The
     final validation figures use the whole held-out text (``evaluate_text``).

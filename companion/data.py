@@ -416,7 +416,7 @@ class SlidingWindowDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
     ``(N - context_length - 1) // stride + 1``. The ids are stored once as a tensor and
     each window is a slice of it, made on demand.
 
-    Built in chapter 2, section 'Input–target pairs with a sliding window'.
+    Built in chapter 2, "Input–target pairs with a sliding window".
 
     Args:
         token_ids: The whole corpus as token ids, shape ``(N,)``.
@@ -502,7 +502,7 @@ def create_dataloader(
 ) -> DataLoader[tuple[torch.Tensor, torch.Tensor]]:
     """Tokenize a text and batch its sliding windows for next-token prediction.
 
-    Built in chapter 2, section 'Input–target pairs with a sliding window'.
+    Built in chapter 2, "Input–target pairs with a sliding window".
 
     Args:
         text: The corpus.

@@ -1,8 +1,8 @@
 """Text generation: turn a model's next-token logits into text, one token at a time.
 
-Chapter 4 ("Generating text") writes the simplest loop, greedy decoding; chapter 5
-("Decoding strategies to control randomness") adds temperature scaling and top-k
-sampling. This module holds the finished ``generate``, which also
+Chapter 4, "From logits to text: greedy generation", writes the simplest loop,
+greedy decoding; chapter 5, "Sampling: temperature and top-k", adds temperature
+scaling and top-k sampling. This module holds the finished ``generate``, which also
 
 * works on a batch of prompts of equal length,
 * stops at an end-of-sequence token,
@@ -45,8 +45,8 @@ __all__ = [
 # Text <-> ids
 # --------------------------------------------------------------------------- #
 def text_to_ids(text: str, tokenizer: Any) -> Tensor:
-    """Encode a text as a batch of one: ``(1, T)`` long (chapter 5, "Using GPT to
-    generate text").
+    """Encode a text as a batch of one: ``(1, T)`` long (chapter 5,
+    "A training loop").
 
     ``<|endoftext|>`` in the text becomes its token when the tokenizer supports
     ``allowed_special`` (tiktoken, ``BPETokenizer``).
@@ -77,7 +77,7 @@ def ids_to_text(ids: Tensor | list[int], tokenizer: Any) -> str:
 # --------------------------------------------------------------------------- #
 def softmax_with_temperature(logits: Tensor, temperature: float) -> Tensor:
     """Probabilities ``softmax(logits / temperature)`` over the last dimension (chapter 5,
-    "Temperature scaling").
+    "Sampling: temperature and top-k").
 
     A temperature below 1 sharpens the distribution towards the most likely token;
     above 1 flattens it towards uniform.
@@ -92,7 +92,7 @@ def softmax_with_temperature(logits: Tensor, temperature: float) -> Tensor:
 
 def top_k_filter(logits: Tensor, k: int) -> Tensor:
     """Keep the ``k`` largest logits of each row, set the others to ``-inf`` (chapter 5,
-    "Top-k sampling").
+    "Sampling: temperature and top-k").
 
     Logits equal to the ``k``-th largest are all kept, so a tie may keep more than ``k``.
 
@@ -185,8 +185,9 @@ def generate(
     use_cache: bool = True,
     generator: torch.Generator | None = None,
 ) -> Tensor:
-    """Continue a batch of token sequences (chapter 4 "Generating text", chapter 5
-    "Decoding strategies to control randomness").
+    """Continue a batch of token sequences (chapter 4,
+    "From logits to text: greedy generation"; chapter 5,
+    "Sampling: temperature and top-k").
 
     At each step the model reads the text so far (at most its last ``context_length``
     tokens) and one next token is chosen per sequence: the most likely one when
@@ -273,7 +274,7 @@ def generate_text(
     use_cache: bool = True,
     include_prompt: bool = True,
 ) -> str:
-    """Continue a text prompt and return text (chapter 5, "Using GPT to generate text").
+    """Continue a text prompt and return text (chapter 5, "A training loop").
 
     Args:
         model: A ``GPTModel``.

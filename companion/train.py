@@ -1,6 +1,6 @@
 """Pretraining: the loss, evaluation, the learning-rate schedule and the training loop.
 
-Chapter 5 ("Pretraining on unlabeled data") builds these pieces one at a time; this
+Chapter 5, "Pretraining on unlabelled data", builds these pieces one at a time; this
 module holds their finished forms:
 
 * ``cross_entropy_loss`` and ``batch_loss``: how wrong the next-token predictions are,
@@ -73,7 +73,7 @@ Batch = tuple[Tensor, Tensor]
 # --------------------------------------------------------------------------- #
 def cross_entropy_loss(logits: Tensor, targets: Tensor, *, ignore_index: int = IGNORE_INDEX) -> Tensor:
     """Mean cross-entropy of next-token predictions, in nats per token (chapter 5,
-    "Calculating the text generation loss").
+    "Measuring how wrong a model is: cross-entropy").
 
     For every position, the negative log of the probability the model gives to the
     correct next token, averaged over all positions whose target is not
@@ -114,7 +114,7 @@ def batch_loss(
     targets: Tensor,
     device: torch.device | str | None = None,
 ) -> Tensor:
-    """Loss of one batch (chapter 5, "Calculating the training and validation set losses").
+    """Loss of one batch (chapter 5, "Measuring how wrong a model is: cross-entropy").
 
     Args:
         model: Maps ``(B, T)`` ids to ``(B, T, V)`` logits.
@@ -134,7 +134,8 @@ def perplexity(loss: float | Tensor) -> float:
     """``exp(loss)``: the number of equally likely tokens that would give this loss.
 
     A model that hesitated uniformly between ``k`` tokens at every step would have loss
-    ``ln k`` and perplexity ``k`` (chapter 5, "Calculating the text generation loss").
+    ``ln k`` and perplexity ``k`` (chapter 5,
+    "Measuring how wrong a model is: cross-entropy").
     """
     return math.exp(float(loss))
 
@@ -155,12 +156,12 @@ class _Mode:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: Iterable[Batch], *, max_batches: int | None = None) -> float:
-    """Mean loss per target token over a loader (chapter 5, "Calculating the training
-    and validation set losses").
+    """Mean loss per target token over a loader (chapter 5,
+    "Training and validation losses").
 
     Runs in eval mode (no dropout) without gradients, and restores the mode the model
     was in. The mean is over tokens (targets equal to ``IGNORE_INDEX`` do not count),
-    which is the book's mean of batch means when every batch counts as many tokens.
+    which equals the mean of the batch means when every batch holds as many tokens.
 
     Args:
         model: The model.
@@ -215,8 +216,8 @@ def evaluate_text(
     context_length: int | None = None,
     batch_size: int = 16,
 ) -> TextLoss:
-    """Loss of a whole text, per token and per character (chapter 5, "Evaluating
-    generative text models").
+    """Loss of a whole text, per token and per character (chapter 5,
+    "A model that really learns").
 
     The text is encoded and cut into consecutive windows of ``context_length`` tokens
     (a stride equal to the context length); every token after the first is predicted
@@ -291,10 +292,10 @@ def lr_schedule(step: int, *, max_lr: float, warmup_steps: int, max_steps: int, 
     * then, with ``p = (step - warmup_steps) / (max_steps - warmup_steps)`` going from 0
       to 1: ``min_lr + (max_lr - min_lr) · (1 + cos(π·p)) / 2``, from ``max_lr`` down
       to ``min_lr``; ``min_lr`` from ``max_steps`` on.
-    * ``min_lr=None``: constant ``max_lr`` after warmup (the book's chapter 5 run).
+    * ``min_lr=None``: constant ``max_lr`` after warmup (as chapter 5's first loop uses).
 
-    A pure function, so it can be plotted and tested on its own (chapter 5, appendix D
-    "Adding bells and whistles to the training loop").
+    A pure function, so it can be plotted and tested on its own (chapter 5,
+    "A model that really learns").
     """
     if step < 0:
         raise ValueError(f"step={step} must be >= 0")
@@ -315,7 +316,7 @@ def configure_optimizer(
     weight_decay: float = 0.1,
     betas: tuple[float, float] = (0.9, 0.999),
 ) -> torch.optim.AdamW:
-    """AdamW with weight decay on the matrices only (chapter 5, "Training an LLM").
+    """AdamW with weight decay on the matrices only (chapter 5, "A training loop").
 
     As in GPT-2 and nanoGPT: every parameter with two or more dimensions (the linear
     layers' weights and both embeddings) decays; biases and the layer norms' ``scale``
@@ -521,7 +522,7 @@ def train(
     resume: bool = True,
     checkpoint_extra: dict[str, Any] | None = None,
 ) -> TrainHistory:
-    """Train a model on next-token prediction (chapter 5, "Training an LLM").
+    """Train a model on next-token prediction (chapter 5, "A model that really learns").
 
     Each step takes one batch, computes the loss, backpropagates, clips the gradients'
     global norm, sets the learning rate from ``lr_schedule`` and takes an optimizer
@@ -542,7 +543,7 @@ def train(
         optimizer: An optimizer over the model's parameters; ``None`` builds
             ``configure_optimizer(model, lr=lr, weight_decay=weight_decay, betas=betas)``.
         lr: Peak learning rate of the schedule. ``None``: the given optimizer's own
-            learning rate, or ``4e-4`` (the book's) when it is built here.
+            learning rate, or ``4e-4`` when it is built here.
         weight_decay: AdamW weight decay of the matrices (when the optimizer is built here).
         betas: AdamW's betas (when the optimizer is built here).
         warmup_steps: Steps of linear warmup.

@@ -1,8 +1,8 @@
-"""OpenAI's GPT-2 weights in this course's ``GPTModel`` (chapter 5, "Loading pretrained
-weights from OpenAI").
+"""OpenAI's GPT-2 weights in this course's ``GPTModel`` (chapter 5,
+"GPT-2's published weights").
 
 GPT-2's published checkpoints use Hugging Face's parameter names and layout; the
-course's model uses the book's. ``GPT2_KEY_MAP`` states the correspondence as data,
+course's model uses the names of chapter 4 (and of Raschka's book). ``GPT2_KEY_MAP`` states the correspondence as data,
 one row per tensor: the GPT-2 name, this model's name(s), and the transform between
 them. One small function, ``gpt2_state_dict_from_hf``, applies the table and checks
 every name and shape, so a wrong file or a wrong config fails with one message that

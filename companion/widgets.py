@@ -155,7 +155,8 @@ def sampling_explorer(
     max_new_tokens: int = 60,
     seed: int = 123,
 ) -> Any:
-    """Temperature and top-k sliders over text sampled from ``model`` (chapter 5, decoding).
+    """Temperature and top-k sliders over text sampled from ``model`` (chapter 5,
+    "Sampling: temperature and top-k").
 
     Each change re-samples ``max_new_tokens`` tokens after ``prompt`` with a generator
     seeded by the seed slider, so a setting always shows the same text. Temperature 0 is
