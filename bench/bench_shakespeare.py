@@ -75,6 +75,13 @@ def candidate(
 CANDIDATES: dict[str, Recipe] = {
     r.name: r
     for r in (
+        # nanoGPT's CPU recipe for Shakespeare, character level: a BPE with no merges (256
+        # bytes + <|endoftext|>; tinyshakespeare is ASCII, so a byte is a character), 4 layers
+        # of 4 heads, 128 wide, context 64, batch 12, lr 1e-3 -> 1e-4, betas (0.9, 0.99)
+        candidate("nanogpt-char-v257-w128-l4-c64-b12", vocab=257, width=128, heads=4, context=64, batch=12,
+                  lr=1e-3, betas=(0.9, 0.99)),
+        # the shipped recipe's shape with a 4,096-token vocabulary
+        candidate("v4096-w128-l4-c64-b12-lr2e-3", vocab=4096, width=128, context=64, batch=12, lr=2e-3),
         # the TOOLCHAIN reference model (0.8M, context 64, batch 12) with a 1,024 BPE
         candidate("ref-v1024-w128-l4-c64-b12", width=128, context=64, batch=12, lr=1e-3),
         # vocabulary
