@@ -211,6 +211,23 @@ PRESETS: Mapping[str, GPTConfig] = MappingProxyType(
         "gpt2-small-book": _gpt2(emb_dim=768, n_heads=12, n_layers=12).replace(
             context_length=256, qkv_bias=False, tie_embeddings=False
         ),
+        # The course's own small models (chapter 5), sized for a laptop CPU.
+        # shakespeare-small: a 1,024-token BPE, the shape of nanoGPT's CPU example; 0.93M
+        # parameters. Its training recipe is companion.course_models.RECIPES[same name].
+        "shakespeare-small": GPTConfig(
+            vocab_size=1_024,
+            context_length=64,
+            emb_dim=128,
+            n_heads=4,
+            n_layers=4,
+            drop_rate=0.0,
+            qkv_bias=False,
+            tie_embeddings=True,
+        ),
+        # verdict-tiny: chapter 5's overfitting demonstration on The Verdict (512-token BPE).
+        "verdict-tiny": GPTConfig(
+            vocab_size=512, context_length=64, emb_dim=256, n_heads=4, n_layers=2, drop_rate=0.1
+        ),
     }
 )
 """Named configurations, read-only; use ``GPTConfig.from_preset(name, **overrides)``."""

@@ -40,7 +40,7 @@ from companion.checkpoint import (
     save_checkpoint,
 )
 from companion.config import GPTConfig
-from companion.data import DATASETS, SlidingWindowDataset, _encode, read_text, sha256_of
+from companion.data import DATASETS, SlidingWindowDataset, _encode, cache_folder, read_text, sha256_of
 from companion.model import GPTModel, init_gpt2_weights, num_parameters
 from companion.train import TrainHistory, configure_optimizer, evaluate_text, train
 
@@ -75,12 +75,7 @@ def model_dir() -> Path:
     ``$COMPANION_MODEL_DIR`` if set, else ``$XDG_CACHE_HOME/companion/models``, else
     ``~/.cache/companion/models``.
     """
-    configured = os.environ.get(MODEL_DIR_ENV)
-    if configured:
-        return Path(configured).expanduser()
-    xdg_cache = os.environ.get("XDG_CACHE_HOME")
-    cache_root = Path(xdg_cache).expanduser() if xdg_cache else Path.home() / ".cache"
-    return cache_root / "companion" / "models"
+    return cache_folder("models", MODEL_DIR_ENV)
 
 
 # --------------------------------------------------------------------------- #
@@ -221,16 +216,7 @@ RECIPES: Mapping[str, Recipe] = MappingProxyType(
                     "A 4-layer, 128-wide GPT (0.93M parameters) on tinyshakespeare with a "
                     "1,024-token BPE; about 2 minutes on 2 CPU cores (chapter 5)."
                 ),
-                config=GPTConfig(
-                    vocab_size=1_024,
-                    context_length=64,
-                    emb_dim=128,
-                    n_heads=4,
-                    n_layers=4,
-                    drop_rate=0.0,
-                    qkv_bias=False,
-                    tie_embeddings=True,
-                ),
+                config=GPTConfig.from_preset("shakespeare-small"),
                 data="tinyshakespeare",
                 val_fraction=0.1,
                 tokenizer="bpe",

@@ -52,8 +52,10 @@ __all__ = [
     "DataUnavailableError",
     "SlidingWindowDataset",
     "TextEncoder",
+    "cache_folder",
     "create_dataloader",
     "data_dir",
+    "download_file",
     "fetch",
     "load_json",
     "read_text",
@@ -184,6 +186,20 @@ class ChecksumError(DataUnavailableError):
 # --------------------------------------------------------------------------- #
 # The cache and downloads
 # --------------------------------------------------------------------------- #
+def cache_folder(kind: str, env_var: str) -> Path:
+    """The package's cache folder for ``kind`` (``"data"``, ``"models"``; may not exist yet).
+
+    ``$<env_var>`` if set, else ``$XDG_CACHE_HOME/companion/<kind>`` if that is set,
+    else ``~/.cache/companion/<kind>``.
+    """
+    configured = os.environ.get(env_var)
+    if configured:
+        return Path(configured).expanduser()
+    xdg_cache = os.environ.get("XDG_CACHE_HOME")
+    root = Path(xdg_cache).expanduser() if xdg_cache else Path.home() / ".cache"
+    return root / "companion" / kind
+
+
 def data_dir() -> Path:
     """Return the cache folder for data files (it may not exist yet).
 
@@ -191,12 +207,7 @@ def data_dir() -> Path:
     set, else ``~/.cache/companion/data``. Nothing is created here: ``fetch`` creates
     the folder only when it has a file to write.
     """
-    configured = os.environ.get(DATA_DIR_ENV)
-    if configured:
-        return Path(configured).expanduser()
-    xdg_cache = os.environ.get("XDG_CACHE_HOME")
-    cache_root = Path(xdg_cache).expanduser() if xdg_cache else Path.home() / ".cache"
-    return cache_root / "companion" / "data"
+    return cache_folder("data", DATA_DIR_ENV)
 
 
 def sha256_of(path: str | os.PathLike[str]) -> str:
@@ -296,7 +307,7 @@ def fetch(
     extracted = folder / f".{entry.filename}.{uuid.uuid4().hex}.member.part"
     try:
         try:
-            _download(source, download, desc=entry.filename, progress=progress, timeout=timeout)
+            download_file(source, download, desc=entry.filename, progress=progress, timeout=timeout)
         except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
             raise unavailable(f"{type(exc).__name__}: {exc}") from exc
         candidate = download
@@ -339,9 +350,14 @@ def _unpack(entry: DataFile, download: Path) -> bytes | None:
     return content
 
 
-def _download(url: str, path: Path, *, desc: str, progress: bool, timeout: float) -> None:
-    """Stream ``url`` into a new file at ``path``; raise if the body is cut short."""
-    request = urllib.request.Request(url, headers={"User-Agent": "companion-data/1"})
+def download_file(url: str, path: Path, *, desc: str, progress: bool, timeout: float) -> None:
+    """Stream ``url`` into a new file at ``path`` with a progress bar; raise if cut short.
+
+    ``path`` must not exist (it is opened with ``"xb"``); callers write to a temporary
+    name and rename it once the content is checked. Network failures raise
+    ``urllib.error.URLError``, ``http.client.HTTPException`` or ``OSError``.
+    """
+    request = urllib.request.Request(url, headers={"User-Agent": "companion/1"})
     with urllib.request.urlopen(request, timeout=timeout) as response:
         length_header = response.headers.get("Content-Length")
         expected = int(length_header) if length_header and length_header.isdigit() else None

@@ -35,7 +35,6 @@ import http.client
 import json
 import os
 import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -47,9 +46,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from companion.config import GPTConfig
+from companion.data import download_file
 from companion.model import GPTModel
 
 __all__ = [
@@ -512,27 +511,7 @@ def download_gpt2_weights(
     partial = folder / f".{entry.filename}.{uuid.uuid4().hex}.part"
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        request = urllib.request.Request(source, headers={"User-Agent": "companion-weights/1"})
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            length = response.headers.get("Content-Length")
-            expected = int(length) if length and length.isdigit() else None
-            received = 0
-            with (
-                open(partial, "xb") as file,
-                tqdm(
-                    total=expected,
-                    unit="B",
-                    unit_scale=True,
-                    desc=entry.filename,
-                    disable=not progress,
-                ) as bar,
-            ):
-                while chunk := response.read(1 << 20):
-                    file.write(chunk)
-                    received += len(chunk)
-                    bar.update(len(chunk))
-        if expected is not None and received != expected:
-            raise http.client.IncompleteRead(b"", expected - received)
+        download_file(source, partial, desc=entry.filename, progress=progress, timeout=timeout)
         os.replace(partial, target)
     except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
         raise WeightsUnavailableError(

@@ -6,6 +6,7 @@ import dataclasses
 import json
 
 import pytest
+import torch
 
 from companion import GPTConfig
 from companion.config import PRESETS, list_presets
@@ -198,6 +199,8 @@ def test_preset_overrides_and_listing() -> None:
         "gpt2-large",
         "gpt2-xl",
         "gpt2-small-book",
+        "shakespeare-small",
+        "verdict-tiny",
     ]
     with pytest.raises(TypeError):
         PRESETS["mine"] = cfg  # type: ignore[index]
@@ -209,3 +212,16 @@ def test_unknown_preset_lists_known_ones() -> None:
     assert "unknown preset 'gpt3'; known presets: gpt2-small, gpt2-medium, gpt2-large" in str(
         info.value
     )
+
+
+def test_course_presets_are_the_configs_the_course_trains() -> None:
+    from companion.course_models import RECIPES
+    from companion.model import GPTModel, num_parameters
+
+    assert RECIPES["shakespeare-small"].config == PRESETS["shakespeare-small"]
+    with torch.device("meta"):
+        # 0.93M parameters as chapter 5 states: 1,024 x 128 tied embedding, 64 positions,
+        # 4 blocks of 12*C^2 weights and 10*C biases and norm parameters, a final norm
+        C = 128
+        expected = 1024 * C + 64 * C + 4 * (12 * C * C + 10 * C) + 2 * C
+        assert num_parameters(GPTModel(PRESETS["shakespeare-small"])) == expected == 931_072

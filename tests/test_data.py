@@ -356,7 +356,7 @@ def test_interrupted_download_leaves_no_temporary_file(
         path.write_bytes(b"half a file")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(data, "_download", interrupted)
+    monkeypatch.setattr(data, "download_file", interrupted)
     with pytest.raises(KeyboardInterrupt):
         fetch("the-verdict", progress=False)
     assert _listing(cache) == []
