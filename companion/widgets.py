@@ -170,9 +170,11 @@ def sampling_explorer(
     from companion.generate import generate_text
 
     prompt_box = widgets.Textarea(value=prompt, description="Prompt", layout=widgets.Layout(width="95%"))
-    temperature = widgets.FloatSlider(value=0.8, min=0.0, max=2.0, step=0.1, description="Temperature")
-    top_k = widgets.IntSlider(value=20, min=0, max=200, step=5, description="Top-k")
-    seed_box = widgets.IntSlider(value=seed, min=0, max=999, description="Seed")
+    wide_label = {"description_width": "initial"}  # show "Temperature" in full
+    temperature = widgets.FloatSlider(value=0.8, min=0.0, max=2.0, step=0.1, description="Temperature",
+                                      style=wide_label)
+    top_k = widgets.IntSlider(value=20, min=0, max=200, step=5, description="Top-k", style=wide_label)
+    seed_box = widgets.IntSlider(value=seed, min=0, max=999, description="Seed", style=wide_label)
     out = widgets.HTML()
 
     def update(_: object = None) -> None:
