@@ -17,7 +17,6 @@ import torch
 import companion.course_models as pretrained_module  # the module, for monkeypatching
 from companion import GPTConfig, GPTModel, pretrained
 from companion.checkpoint import CheckpointError
-from companion.model import num_parameters
 from companion.course_models import (
     MODEL_DIR_ENV,
     RECIPE_FORMAT,
@@ -28,8 +27,8 @@ from companion.course_models import (
     prepare_data,
     train_recipe,
 )
+from companion.model import num_parameters
 from companion.tokenizers import BPETokenizer
-
 
 TEXT = (
     "ROMEO: But soft, what light through yonder window breaks? It is the east, and Juliet is the sun.\n"

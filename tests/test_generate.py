@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from companion import GPTConfig, GPTModel
-from companion.generate import generate
 from companion.generate import (
+    generate,
     generate_text,
     ids_to_text,
     softmax_with_temperature,
