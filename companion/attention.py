@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, get_args
+from typing import get_args
 
 import torch
 import torch.nn.functional as F
@@ -38,14 +38,10 @@ from torch import Tensor, nn
 
 from companion.config import AttentionImpl
 
-if TYPE_CHECKING:
-    from companion.model import GPTModel
-
 __all__ = [
     "CacheOverflowError",
     "KVCache",
     "MultiHeadAttention",
-    "attention_maps",
     "causal_mask",
     "scaled_dot_product_attention",
 ]
@@ -292,6 +288,43 @@ class MultiHeadAttention(nn.Module):
     def extra_repr(self) -> str:
         return f"num_heads={self.num_heads}, head_dim={self.head_dim}, impl={self.impl!r}"
 
+    def _heads(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Project ``x`` ``(B, T, d_in)`` to queries, keys and values split into heads.
+
+        Returns ``(q, k, v)``, each ``(B, H, T, D)``.
+        """
+        B, T, _ = x.shape
+        q = self.W_query(x)  # (B, T, C)
+        k = self.W_key(x)  # (B, T, C)
+        v = self.W_value(x)  # (B, T, C)
+        # split C into H heads of D channels: (B, T, C) -> (B, T, H, D) -> (B, H, T, D),
+        # so that each head attends on its own
+        q = q.view(B, T, self.num_heads, self.head_dim).transpose(1, 2)
+        k = k.view(B, T, self.num_heads, self.head_dim).transpose(1, 2)
+        v = v.view(B, T, self.num_heads, self.head_dim).transpose(1, 2)
+        return q, k, v
+
+    @torch.no_grad()
+    def attention_weights(self, x: Tensor, *, causal: bool = True) -> Tensor:
+        """The weights each head gives each position, on the readable path (chapter 3).
+
+        Args:
+            x: The layer's input, ``(B, T, d_in)`` (in a transformer block: the output
+                of its first layer norm).
+            causal: Apply the causal mask (what the layer computes). ``False`` shows
+                where each head would look if it could see the future.
+
+        Returns:
+            Weights ``(B, H, T, T)``; each row sums to 1. No dropout is applied.
+        """
+        T = x.shape[1]
+        if self.context_length < T:
+            raise ValueError(f"{T} tokens exceed context_length={self.context_length}")
+        q, k, v = self._heads(x)  # (B, H, T, D) each
+        mask = self.mask[:T, :T] if causal else None
+        _, weights = scaled_dot_product_attention(q, k, v, mask=mask, return_weights=True)
+        return weights
+
     def forward(
         self,
         x: Tensor,
@@ -331,16 +364,7 @@ class MultiHeadAttention(nn.Module):
                 "impl='manual' (or model.set_attention_impl('manual')) to get them"
             )
 
-        # Project, then split C into H heads of D channels.
-        q = self.W_query(x)  # (B, T, C)
-        k = self.W_key(x)  # (B, T, C)
-        v = self.W_value(x)  # (B, T, C)
-        q = q.view(B, T, self.num_heads, self.head_dim)  # (B, T, H, D)
-        k = k.view(B, T, self.num_heads, self.head_dim)  # (B, T, H, D)
-        v = v.view(B, T, self.num_heads, self.head_dim)  # (B, T, H, D)
-        q = q.transpose(1, 2)  # (B, H, T, D): each head attends on its own
-        k = k.transpose(1, 2)  # (B, H, T, D)
-        v = v.transpose(1, 2)  # (B, H, T, D)
+        q, k, v = self._heads(x)  # (B, H, T, D) each
 
         if cache is not None:
             k, v = cache.append(k, v)  # (B, H, S, D) each, S = past + T
@@ -376,45 +400,3 @@ class MultiHeadAttention(nn.Module):
             assert weights is not None
             return out, weights
         return out
-
-
-@torch.no_grad()
-def attention_maps(model: GPTModel, idx: Tensor, *, causal: bool = True) -> Tensor:
-    """Every layer's and head's attention weights for a batch of texts (chapter 3,
-    "What trained attention heads look at").
-
-    Runs ``model`` in evaluation mode and, at each block, recomputes the block's
-    attention weights on the readable path from the block's own normalized input.
-    With ``causal=False`` the causal mask is left out of that recomputation, showing
-    where each head would look if it could see the future; the model's forward pass
-    itself is unchanged (always causal).
-
-    Args:
-        model: A ``GPTModel``.
-        idx: Token ids, ``(B, T)``.
-        causal: Apply the causal mask (what the model really computes).
-
-    Returns:
-        Weights of shape ``(L, B, H, T, T)``, ``L`` the number of blocks; each row sums to 1.
-    """
-    was_training = model.training
-    model.eval()
-    try:
-        B, T = idx.shape
-        positions = torch.arange(T, device=idx.device)
-        x = model.drop_emb(model.tok_emb(idx) + model.pos_emb(positions))  # (B, T, C)
-        maps = []
-        for block in model.trf_blocks:
-            att = block.att
-            h = block.norm1(x)  # the input the block's attention sees, (B, T, C)
-            q, k, v = (
-                proj(h).view(B, T, att.num_heads, att.head_dim).transpose(1, 2)  # (B, H, T, D)
-                for proj in (att.W_query, att.W_key, att.W_value)
-            )
-            mask = att.mask[:T, :T] if causal else None
-            _, weights = scaled_dot_product_attention(q, k, v, mask=mask, return_weights=True)
-            maps.append(weights)  # (B, H, T, T)
-            x = block(x)
-        return torch.stack(maps)  # (L, B, H, T, T)
-    finally:
-        model.train(was_training)

@@ -20,22 +20,21 @@ code. Here a checkpoint is data only:
 
 Nothing is ever unpickled: ``torch.load`` is not used.
 
-Writes are atomic. The files go into a hidden temporary folder next to the target,
-are flushed to disk, and the folder is then renamed into place. Renaming a folder
-over a non-empty one is not possible in one step, so an existing checkpoint is first
-renamed to a hidden backup name, the new one renamed into place, and the backup
-removed. If the process dies between those two renames, the backup is still a
-complete checkpoint: ``load_checkpoint`` and ``find_checkpoint`` fall back to it and
-the next ``save_checkpoint`` puts it back first. At no moment is a half-written
-folder found under the checkpoint's name.
+Writes are atomic (``companion.files.atomic_folder``). The files go into a hidden
+temporary folder next to the target, are flushed to disk, and the folder is then
+renamed into place. Renaming a folder over a non-empty one is not possible in one
+step, so an existing checkpoint is first renamed to a hidden backup name, the new one
+renamed into place, and the backup removed. If the process dies between those two
+renames, the backup is still a complete checkpoint: ``load_checkpoint`` and
+``find_checkpoint`` fall back to it and the next ``save_checkpoint`` puts it back
+first (and removes any other leftover, such as a half-deleted backup). At no moment is
+a half-written folder found under the checkpoint's name.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -46,8 +45,10 @@ from safetensors.torch import load_model, save_file, save_model
 from torch import Tensor, nn
 
 from companion.config import GPTConfig
+from companion.files import atomic_folder, folder_backups, recover_folder
+from companion.history import TrainHistory
 from companion.model import GPTModel
-from companion.train import TrainHistory
+from companion.tokenizers import BPETokenizer, gpt2_tokenizer
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -96,8 +97,18 @@ def get_rng_state() -> dict[str, Tensor]:
     return state
 
 
-def set_rng_state(state: Mapping[str, Tensor]) -> None:
-    """Restore states from ``get_rng_state`` (CUDA entries only where the device exists)."""
+def set_rng_state(state: Mapping[str, Tensor], *, rank: int = 0) -> None:
+    """Restore states from ``get_rng_state`` (CUDA entries only where the device exists).
+
+    A checkpoint of a run on several processes holds every process's states: rank 0's
+    under the plain names, rank ``r``'s under ``"rank<r>.cpu"`` and so on; ``rank``
+    picks which to restore (a rank with no entry of its own keeps its current state).
+    """
+    if rank:
+        prefix = f"rank{rank}."
+        state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+        if not state:
+            return
     torch.set_rng_state(state["cpu"].cpu())
     for key, value in state.items():
         if key.startswith("cuda.") and torch.cuda.is_available():
@@ -115,8 +126,6 @@ def tokenizer_spec(tokenizer: Any) -> dict[str, str] | None:
     A ``BPETokenizer`` is saved as ``tokenizer.json``; tiktoken's GPT-2 encoding
     (``gpt2_tokenizer()``) is recorded by name, since it ships with the package.
     """
-    from companion.tokenizers import BPETokenizer
-
     if isinstance(tokenizer, BPETokenizer):
         return {"kind": "bpe", "file": TOKENIZER_FILE}
     if getattr(tokenizer, "name", None) == "gpt2" and hasattr(tokenizer, "n_vocab"):
@@ -128,12 +137,8 @@ def _load_tokenizer(folder: Path, spec: Mapping[str, Any] | None) -> Any:
     if not spec:
         return None
     if spec.get("kind") == "gpt2":
-        from companion.tokenizers import gpt2_tokenizer
-
         return gpt2_tokenizer()
     if spec.get("kind") == "bpe":
-        from companion.tokenizers import BPETokenizer
-
         path = folder / str(spec.get("file", TOKENIZER_FILE))
         if not path.is_file():
             raise CheckpointNotFoundError(f"checkpoint {folder} names a tokenizer file {path.name} that is missing")
@@ -147,12 +152,9 @@ def _load_tokenizer(folder: Path, spec: Mapping[str, Any] | None) -> Any:
 # --------------------------------------------------------------------------- #
 # Finding a checkpoint (and an interrupted save's backup)
 # --------------------------------------------------------------------------- #
-def _backups(target: Path) -> list[Path]:
-    """Backups left by a save that died between its two renames, newest first."""
-    if not target.parent.is_dir():
-        return []
-    found = [p for p in target.parent.glob(f".{target.name}.old-*") if (p / META_FILE).is_file()]
-    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
+def _is_complete(folder: Path) -> bool:
+    """A folder is a complete checkpoint when its last-written file is there."""
+    return (folder / META_FILE).is_file()
 
 
 def find_checkpoint(path: str | os.PathLike[str]) -> Path | None:
@@ -166,35 +168,13 @@ def find_checkpoint(path: str | os.PathLike[str]) -> Path | None:
         return target
     if target.exists():
         return None
-    backups = _backups(target)
+    backups = folder_backups(target, _is_complete)
     return backups[0] if backups else None
-
-
-def _recover(target: Path) -> None:
-    """Before a save: put back a backup an interrupted save left, drop its temp folders."""
-    if not target.parent.is_dir():
-        return
-    for tmp in target.parent.glob(f".{target.name}.tmp-*"):
-        shutil.rmtree(tmp, ignore_errors=True)
-    backups = _backups(target)
-    if backups and not target.exists():
-        os.replace(backups[0], target)
-        backups = backups[1:]
-    for old in backups:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- #
 # Saving
 # --------------------------------------------------------------------------- #
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_json(path: Path, data: Any, *, indent: int | None = 2) -> None:
     with open(path, "x", encoding="utf-8") as file:
         json.dump(data, file, indent=indent)  # NaN (a diverged loss) round-trips in Python
@@ -243,6 +223,7 @@ def save_checkpoint(
     history: TrainHistory | None = None,
     extra: Mapping[str, Any] | None = None,
     tokenizer: Any = None,
+    rng_state: Mapping[str, Tensor] | None = None,
 ) -> Path:
     """Save a model, and optionally its training state, to a folder, atomically.
 
@@ -261,6 +242,8 @@ def save_checkpoint(
         extra: More JSON-able data, returned by ``load_checkpoint`` as ``info["extra"]``.
         tokenizer: A ``BPETokenizer`` (saved) or tiktoken's GPT-2 encoding (recorded
             by name), returned by ``load_checkpoint`` as ``info["tokenizer"]``.
+        rng_state: Random-generator states to save instead of this process's own
+            (the trainer passes every process's when training on several).
 
     Returns:
         The checkpoint folder's path.
@@ -268,6 +251,8 @@ def save_checkpoint(
     Raises:
         TypeError: ``extra`` is not JSON-able, or the tokenizer cannot be saved.
         CheckpointError: ``path_dir`` exists and holds something other than a checkpoint.
+        OSError: The folder cannot be written (a full disk, no permission); an older
+            checkpoint there is left as it was.
     """
     target = Path(path_dir)
     module = _unwrap(model)
@@ -288,56 +273,41 @@ def save_checkpoint(
         raise TypeError(f"extra must hold JSON data (str, numbers, lists, dicts): {err}") from err
 
     target.parent.mkdir(parents=True, exist_ok=True)
-    _recover(target)
-    if target.exists() and (not target.is_dir() or (any(target.iterdir()) and not (target / META_FILE).is_file())):
+    recover_folder(target, _is_complete)
+    if target.exists() and (not target.is_dir() or (any(target.iterdir()) and not _is_complete(target))):
         raise CheckpointError(
             f"{target} exists and is not a checkpoint folder; refusing to replace it. "
             "Choose a new folder or an existing checkpoint's folder."
         )
+    if rng_state is None and (optimizer is not None or step is not None):
+        rng_state = get_rng_state()
 
-    tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex}"
-    tmp.mkdir()
     try:
-        _write_json(tmp / CONFIG_FILE, config.to_dict())
-        save_model(module, str(tmp / MODEL_FILE), metadata={"format": CHECKPOINT_FORMAT})
-        optimizer_meta = None
-        if optimizer is not None or step is not None:
-            tensors = {f"{_RNG_PREFIX}{k}": v for k, v in get_rng_state().items()}
-            if optimizer is not None:
-                optimizer_tensors, optimizer_meta = _optimizer_payload(optimizer)
-                tensors.update(optimizer_tensors)
-            save_file(tensors, str(tmp / STATE_FILE), metadata={"format": CHECKPOINT_FORMAT})
-        if spec is not None and spec["kind"] == "bpe":
-            tokenizer.save(tmp / TOKENIZER_FILE)
-        meta = {
-            "format": CHECKPOINT_FORMAT,
-            "version": CHECKPOINT_VERSION,
-            "step": step,
-            "history": None if history is None else history.to_dict(),
-            "extra": extra_json,
-            "tokenizer": spec,
-            "optimizer": optimizer_meta,
-            "training_state": (tmp / STATE_FILE).is_file(),
-        }
-        _write_json(tmp / META_FILE, meta, indent=None)  # last: a folder with this file is complete
-        for file in tmp.iterdir():
-            _fsync(file)
-        _fsync(tmp)
-
-        if target.exists():
-            backup = target.parent / f".{target.name}.old-{uuid.uuid4().hex}"
-            os.replace(target, backup)
-            try:
-                os.replace(tmp, target)
-            except BaseException:
-                os.replace(backup, target)  # put the old checkpoint back
-                raise
-            shutil.rmtree(backup, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
-        _fsync(target.parent)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)  # gone already after a successful rename
+        with atomic_folder(target) as tmp:
+            _write_json(tmp / CONFIG_FILE, config.to_dict())
+            save_model(module, str(tmp / MODEL_FILE), metadata={"format": CHECKPOINT_FORMAT})
+            optimizer_meta = None
+            if rng_state is not None or optimizer is not None:
+                tensors = {f"{_RNG_PREFIX}{k}": v for k, v in (rng_state or {}).items()}
+                if optimizer is not None:
+                    optimizer_tensors, optimizer_meta = _optimizer_payload(optimizer)
+                    tensors.update(optimizer_tensors)
+                save_file(tensors, str(tmp / STATE_FILE), metadata={"format": CHECKPOINT_FORMAT})
+            if spec is not None and spec["kind"] == "bpe":
+                tokenizer.save(tmp / TOKENIZER_FILE)
+            meta = {
+                "format": CHECKPOINT_FORMAT,
+                "version": CHECKPOINT_VERSION,
+                "step": step,
+                "history": None if history is None else history.to_dict(),
+                "extra": extra_json,
+                "tokenizer": spec,
+                "optimizer": optimizer_meta,
+                "training_state": (tmp / STATE_FILE).is_file(),
+            }
+            _write_json(tmp / META_FILE, meta, indent=None)  # last: a folder with this file is complete
+    except SafetensorError as err:  # safetensors reports a full disk as its own error type
+        raise OSError(f"could not write the checkpoint {target}: {err}") from err
     return target
 
 
@@ -359,7 +329,7 @@ def _tensor_shapes(path: Path) -> dict[str, tuple[int, ...]]:
         raise CheckpointNotFoundError(f"checkpoint file {path} is missing")
     try:
         with safe_open(str(path), framework="pt") as file:
-            return {key: tuple(file.get_slice(key).get_shape()) for key in file.keys()}
+            return {key: tuple(file.get_slice(key).get_shape()) for key in file.keys()}  # noqa: SIM118 - a safetensors handle, not a dict
     except (SafetensorError, OSError, ValueError) as err:
         raise CheckpointError(f"checkpoint file {path} is corrupt or not a safetensors file: {err}") from err
 
@@ -368,7 +338,7 @@ def _read_tensors(path: Path, device: str | torch.device) -> dict[str, Tensor]:
     _tensor_shapes(path)  # clear errors for a missing or corrupt file
     try:
         with safe_open(str(path), framework="pt", device=str(device)) as file:
-            return {key: file.get_tensor(key) for key in file.keys()}
+            return {key: file.get_tensor(key) for key in file.keys()}  # noqa: SIM118 - a safetensors handle, not a dict
     except (SafetensorError, OSError, ValueError) as err:
         raise CheckpointError(f"checkpoint file {path} is corrupt: {err}") from err
 
@@ -409,21 +379,60 @@ def _load_optimizer(
             f"{type(optimizer).__name__}"
         )
     state: dict[int, dict[str, Any]] = {}
-    for key, value in tensors.items():
-        if key.startswith(_OPTIMIZER_PREFIX):
-            index, name = key[len(_OPTIMIZER_PREFIX) :].split(".", 1)
-            state.setdefault(int(index), {})[name] = value
-    for index, values in meta["scalars"].items():
-        state.setdefault(int(index), {}).update(values)
-    tuple_keys = set(meta.get("tuple_keys", ()))
-    groups = [
-        {key: tuple(value) if key in tuple_keys else value for key, value in group.items()}
-        for group in meta["param_groups"]
-    ]
+    try:
+        for key, value in tensors.items():
+            if key.startswith(_OPTIMIZER_PREFIX):
+                index, name = key[len(_OPTIMIZER_PREFIX) :].split(".", 1)
+                state.setdefault(int(index), {})[name] = value
+        for index, values in meta["scalars"].items():
+            state.setdefault(int(index), {}).update(values)
+        tuple_keys = set(meta.get("tuple_keys", ()))
+        groups = [
+            {key: tuple(value) if key in tuple_keys else value for key, value in group.items()}
+            for group in meta["param_groups"]
+        ]
+    except (ValueError, TypeError, AttributeError) as err:
+        raise CheckpointError(f"the optimizer state in {path} is corrupt: {err}") from err
     try:
         optimizer.load_state_dict({"state": state, "param_groups": groups})
-    except (ValueError, KeyError, RuntimeError) as err:
+    except (ValueError, KeyError, TypeError, RuntimeError) as err:
         raise CheckpointError(f"the optimizer state in {path / STATE_FILE} does not fit the optimizer: {err}") from err
+
+
+def _check_meta(meta: dict[str, Any], path: Path) -> tuple[int | None, TrainHistory | None]:
+    """Check the types in ``checkpoint.json``; return its step and history.
+
+    Raises:
+        CheckpointError: A field has the wrong type (valid JSON is not enough).
+    """
+
+    def bad(field: str, want: str) -> CheckpointError:
+        return CheckpointError(f"{path} is corrupt: {field!r} must be {want}, found {meta.get(field)!r:.80}")
+
+    step = meta.get("step")
+    if step is not None and (isinstance(step, bool) or not isinstance(step, int) or step < 0):
+        raise bad("step", "a whole number of steps or null")
+    for field, kind, want in (("extra", dict, "an object"), ("tokenizer", dict, "an object or null"),
+                              ("optimizer", dict, "an object or null")):
+        if meta.get(field) is not None and not isinstance(meta[field], kind):
+            raise bad(field, want)
+    if not isinstance(meta.get("training_state", False), bool):
+        raise bad("training_state", "true or false")
+    optimizer = meta.get("optimizer")
+    if optimizer is not None and not (
+        isinstance(optimizer.get("class"), str)
+        and isinstance(optimizer.get("param_groups"), list)
+        and all(isinstance(g, dict) for g in optimizer["param_groups"])
+        and isinstance(optimizer.get("scalars"), dict)
+    ):
+        raise bad("optimizer", "an object with 'class', 'param_groups' and 'scalars'")
+    history = meta.get("history")
+    if history is None:
+        return step, None
+    try:
+        return step, TrainHistory.from_dict(history)
+    except (TypeError, KeyError, ValueError) as err:
+        raise CheckpointError(f"{path} is corrupt: its training history is not valid ({err})") from err
 
 
 def load_checkpoint(
@@ -472,6 +481,7 @@ def load_checkpoint(
             f"{folder / META_FILE} has checkpoint version {meta.get('version')!r}; this companion "
             f"reads version {CHECKPOINT_VERSION}"
         )
+    step, history = _check_meta(meta, folder / META_FILE)
     try:
         config = GPTConfig.from_dict(_read_json(folder / CONFIG_FILE))
     except (KeyError, TypeError, ValueError) as err:
@@ -480,7 +490,8 @@ def load_checkpoint(
         raise CheckpointError(f"checkpoint file {folder / CONFIG_FILE} is not a valid GPTConfig: {err}") from err
 
     if model is None:
-        model = GPTModel(config).to(map_location)
+        with torch.random.fork_rng(devices=[]):  # building it must not move the caller's random state
+            model = GPTModel(config, init="pytorch").to(map_location)
     module = _unwrap(model)
     _check_model_shapes(module, folder / MODEL_FILE)
     try:
@@ -497,12 +508,11 @@ def load_checkpoint(
     elif optimizer is not None:
         raise CheckpointError(f"checkpoint {folder} holds no optimizer state; load it without optimizer=")
 
-    history = meta.get("history")
     info = {
         "path": folder,
         "config": config,
-        "step": meta.get("step"),
-        "history": None if history is None else TrainHistory.from_dict(history),
+        "step": step,
+        "history": history,
         "extra": meta.get("extra") or {},
         "tokenizer": _load_tokenizer(folder, meta.get("tokenizer")),
         "rng_state": rng_state,

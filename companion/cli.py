@@ -89,7 +89,7 @@ class _UsageError(Exception):
 class _Parser(argparse.ArgumentParser):
     """An ``ArgumentParser`` that raises instead of exiting, so ``main`` can return."""
 
-    def error(self, message: str) -> Any:  # type: ignore[override]
+    def error(self, message: str) -> Any:
         self.print_usage(sys.stderr)
         raise _UsageError(message)
 
@@ -245,6 +245,17 @@ def _recipe_from_args(args: argparse.Namespace) -> Any:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from companion import distributed
+
+    joined = distributed.join_from_environment()  # started by torchrun: one process group for the run
+    try:
+        return _train_recipe(args, distributed.world().is_main)
+    finally:
+        if joined:
+            distributed.leave()
+
+
+def _train_recipe(args: argparse.Namespace, main: bool) -> int:
     from tqdm.auto import tqdm
 
     from companion.checkpoint import find_checkpoint, load_checkpoint
@@ -260,13 +271,15 @@ def _train(args: argparse.Namespace) -> int:
                 "settings); pass --no-resume to overwrite it, or choose another --out"
             )
     cfg = recipe.config
-    print(f"training {recipe.name}: {cfg.n_layers} layers, width {cfg.emb_dim}, {cfg.n_heads} heads, "
+    quiet = args.quiet or not main  # under torchrun only rank 0 prints
+    say = print if main else _silent
+    say(f"training {recipe.name}: {cfg.n_layers} layers, width {cfg.emb_dim}, {cfg.n_heads} heads, "
           f"context {cfg.context_length}, vocabulary {cfg.vocab_size} ({recipe.tokenizer}), "
           f"{recipe.steps} steps of {recipe.batch_size} windows, lr {recipe.lr:g}, data {recipe.data!r}",
           flush=True)
 
     def report(step: int, history: Any) -> None:
-        if args.quiet or not history.steps or history.steps[-1] != step:
+        if quiet or not history.steps or history.steps[-1] != step:
             return
         val = history.val_loss[-1]
         tqdm.write(
@@ -276,10 +289,10 @@ def _train(args: argparse.Namespace) -> int:
             file=sys.stdout,
         )
 
-    result = train_recipe(recipe, progress=not args.quiet, checkpoint_dir=args.out,
+    result = train_recipe(recipe, progress=not quiet, checkpoint_dir=args.out,
                           checkpoint_every=args.checkpoint_every, resume=args.resume, callback=report)
     info = result.info
-    print(f"done: {info['steps']} steps in {info['train_seconds']:.1f} s; validation loss "
+    say(f"done: {info['steps']} steps in {info['train_seconds']:.1f} s; validation loss "
           f"{info['val_loss']:.4f} nats/token, {info['val_nats_per_char']:.4f} nats/char; "
           f"checkpoint in {args.out}", flush=True)
     return 0
@@ -287,8 +300,8 @@ def _train(args: argparse.Namespace) -> int:
 
 def _generate(args: argparse.Namespace) -> int:
     from companion.checkpoint import load_checkpoint
-    from companion.generate import generate_text
     from companion.course_models import pretrained
+    from companion.generate import generate_text
 
     if args.checkpoint is not None:
         model, info = load_checkpoint(args.checkpoint)
@@ -323,6 +336,10 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _silent(*args: Any, **kwargs: Any) -> None:
+    """``print`` for the processes other than rank 0."""
+
+
 # --------------------------------------------------------------------------- #
 # Entry point
 # --------------------------------------------------------------------------- #
@@ -333,6 +350,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ``companion`` script.
     """
     from companion.checkpoint import CheckpointError
+    from companion.files import DownloadError
+    from companion.train import NonFiniteLossError, RunFolderBusyError
 
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -347,7 +366,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _UsageError as err:
         print(f"{_PROG}: error: {err}", file=sys.stderr)
         return 2
-    except (CheckpointError, FileNotFoundError, KeyError, ValueError) as err:
+    except (CheckpointError, FileNotFoundError, KeyError, ValueError, RunFolderBusyError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"{_PROG}: error: {message}", file=sys.stderr)
         return 2
+    except (OSError, NonFiniteLossError, DownloadError) as err:  # a full disk, a diverged run, no network
+        print(f"{_PROG}: error: {err}", file=sys.stderr)
+        return 1

@@ -1,20 +1,33 @@
-"""The course's own pretrained models, by name: trained once, then loaded from a cache.
+"""The course's own pretrained models, by name: shipped with the package, or trained and cached.
 
 Chapter 5 pretrains a small GPT on Shakespeare; chapters 3, 5, 6 and 7 then start from
-that model. ``pretrained("shakespeare-small")`` returns it: from the model cache when
-a valid copy is there, otherwise trained on the spot from its recipe (a couple of
-minutes on a laptop CPU, deterministic), saved to the cache atomically, and returned.
+that model. ``pretrained("shakespeare-small")`` returns it.
 
-A ``Recipe`` is the whole training run as data: the corpus, the validation split,
-the tokenizer, the model's configuration, the batches, the optimizer and schedule,
-the seed. Its ``cache_key`` hashes all of it (with the corpus's SHA-256 and
-``RECIPE_FORMAT``), and a cached model made from another key is retrained, never
-silently used.
+**The same model on every machine.** Training is deterministic on one machine, but a
+reader's CPU (another instruction set, BLAS library or thread count) rounds the last
+bits of float32 arithmetic differently, and thousands of steps amplify that into
+visibly different probabilities and samples. So the weights the course's chapters use
+ship inside the package (``companion/pretrained/<name>/``, a checkpoint folder of a few
+MB, each file's SHA-256 recorded in ``SHIPPED``), together with the recipe that made
+them. ``pretrained(name)`` loads them in a second, identical everywhere. A chapter that
+*demonstrates* training retrains and checks the result against bounds that hold on any
+machine; ``pretrained(name, retrain=True)`` trains the recipe on your machine.
+
+**Recipes.** A ``Recipe`` is the whole training run as data: the corpus, the validation
+split, the tokenizer, the model's configuration, the batches, the optimizer and
+schedule, the seed. Its ``cache_key`` hashes all of it (with the corpus's SHA-256 and
+``RECIPE_FORMAT``). Shipped weights are used only if they were made by exactly the
+current recipe; a recipe without shipped weights (or a changed one) is trained on first
+use and kept in the model cache, again keyed by the recipe.
 
 Environment variables:
 
 * ``COMPANION_MODEL_DIR``: the model cache (default ``$XDG_CACHE_HOME/companion/models``
   or ``~/.cache/companion/models``); one checkpoint folder per model name.
+
+Maintainers regenerate the shipped weights after changing a recipe with
+``python -m companion.course_models ship shakespeare-small`` (it trains the recipe,
+writes the folder and prints the hashes to record in ``SHIPPED``).
 """
 
 from __future__ import annotations
@@ -23,6 +36,9 @@ import dataclasses
 import hashlib
 import json
 import os
+import platform
+import shutil
+import sys
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -33,6 +49,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
+from companion import distributed
 from companion.checkpoint import (
     CheckpointError,
     CheckpointNotFoundError,
@@ -40,17 +57,25 @@ from companion.checkpoint import (
     save_checkpoint,
 )
 from companion.config import GPTConfig
-from companion.data import DATASETS, SlidingWindowDataset, _encode, cache_folder, read_text, sha256_of
-from companion.model import GPTModel, init_gpt2_weights, num_parameters
-from companion.train import TrainHistory, configure_optimizer, evaluate_text, train
+from companion.data import DATASETS, SlidingWindowDataset, read_text
+from companion.files import cache_folder, sha256_of
+from companion.history import TrainHistory
+from companion.losses import evaluate_text
+from companion.model import GPTModel, num_parameters
+from companion.optim import configure_optimizer
+from companion.tokenizers import BPETokenizer, encode_text, gpt2_tokenizer
+from companion.train import TrainOptions, train
 
 __all__ = [
     "MODEL_DIR_ENV",
     "RECIPES",
     "RECIPE_FORMAT",
+    "SHIPPED",
+    "SHIPPED_DIR",
     "Pretrained",
     "Recipe",
     "RecipeData",
+    "ShippedModel",
     "list_recipes",
     "model_dir",
     "prepare_data",
@@ -61,9 +86,12 @@ __all__ = [
 MODEL_DIR_ENV = "COMPANION_MODEL_DIR"
 """Name of the environment variable that sets the model cache folder."""
 
-RECIPE_FORMAT = 1
+RECIPE_FORMAT = 2
 """Part of every cache key: bump it when a change to the training code changes what a
 recipe produces, so that every cached model is retrained."""
+
+SHIPPED_DIR = Path(__file__).resolve().parent / "pretrained"
+"""Where the package keeps the weights of its course models (one checkpoint folder each)."""
 
 _TOKENIZERS = ("bpe", "gpt2")
 _GPT2_VOCAB = 50_257
@@ -143,10 +171,7 @@ class Recipe:
             raise ValueError(f"warmup_steps={self.warmup_steps!r} must be an integer >= 0")
         if not 0 < self.val_fraction < 1:
             raise ValueError(f"val_fraction={self.val_fraction!r} must be between 0 and 1")
-        if not self.lr > 0:
-            raise ValueError(f"lr={self.lr!r} must be > 0")
-        if self.min_lr is not None and not 0 <= self.min_lr <= self.lr:
-            raise ValueError(f"min_lr={self.min_lr!r} must lie between 0 and lr={self.lr}")
+        self.train_options()  # the training settings are checked where the loop checks them
         if self.tokenizer not in _TOKENIZERS:
             raise ValueError(f"tokenizer={self.tokenizer!r} is unknown; choose {' or '.join(map(repr, _TOKENIZERS))}")
         if self.tokenizer == "gpt2" and self.config.vocab_size != _GPT2_VOCAB:
@@ -159,6 +184,14 @@ class Recipe:
                 "it needs 256 byte tokens and <|endoftext|>, so at least 257"
             )
         object.__setattr__(self, "betas", tuple(self.betas))
+
+    def train_options(self, **changes: Any) -> TrainOptions:
+        """The recipe's settings as ``TrainOptions`` for ``train`` (with some changed)."""
+        return TrainOptions(
+            max_steps=self.steps, lr=self.lr, min_lr=self.min_lr, warmup_steps=self.warmup_steps,
+            weight_decay=self.weight_decay, betas=self.betas, grad_clip=self.grad_clip,
+            eval_every=self.eval_every, eval_batches=self.eval_batches, seed=self.seed,
+        ).replace(**changes)
 
     def replace(self, **changes: Any) -> Recipe:
         """A copy with some fields changed (validated again)."""
@@ -286,7 +319,13 @@ def _read_corpus(data: str, progress: bool) -> str:
             f"data {data!r} is neither a course data file ({', '.join(sorted(DATASETS))}) "
             "nor an existing text file"
         )
-    return path.read_text(encoding="utf-8")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(
+            f"the data file {path} is not UTF-8 text ({err.reason} at byte {err.start}); "
+            "convert it to UTF-8 first"
+        ) from err
 
 
 def prepare_data(recipe: Recipe, *, progress: bool = True) -> RecipeData:
@@ -295,18 +334,17 @@ def prepare_data(recipe: Recipe, *, progress: bool = True) -> RecipeData:
     Raises:
         ValueError: A split is too short for one window of ``context_length`` tokens.
     """
-    from companion.tokenizers import BPETokenizer, gpt2_tokenizer
-
     text = _read_corpus(recipe.data, progress)
     split = int(len(text) * (1 - recipe.val_fraction))
     train_text, val_text = text[:split], text[split:]
+    tokenizer: Any
     if recipe.tokenizer == "bpe":
         tokenizer = BPETokenizer.train(train_text, recipe.config.vocab_size)
     else:
         tokenizer = gpt2_tokenizer()
     T = recipe.config.context_length
-    train_ids = _encode(tokenizer, train_text)
-    val_ids = _encode(tokenizer, val_text)
+    train_ids = encode_text(tokenizer, train_text)
+    val_ids = encode_text(tokenizer, val_text)
     for part, ids in (("training", train_ids), ("validation", val_ids)):
         if len(ids) < T + 1:
             raise ValueError(
@@ -384,32 +422,14 @@ def train_recipe(
     data = prepare_data(recipe, progress=progress)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(recipe.seed)
-        model = GPTModel(recipe.config)
-        if recipe.gpt2_init:
-            init_gpt2_weights(model)
+        model = GPTModel(recipe.config, init="gpt2" if recipe.gpt2_init else "pytorch")
     optimizer = configure_optimizer(model, lr=recipe.lr, weight_decay=recipe.weight_decay, betas=recipe.betas)
     extra = {"recipe": recipe.to_dict(), "recipe_key": key}
-    history = train(
-        model,
-        data.train_loader,
-        data.val_loader,
-        max_steps=recipe.steps,
-        optimizer=optimizer,
-        lr=recipe.lr,
-        min_lr=recipe.min_lr,
-        warmup_steps=recipe.warmup_steps,
-        grad_clip=recipe.grad_clip,
-        eval_every=recipe.eval_every,
-        eval_batches=recipe.eval_batches,
-        tokenizer=data.tokenizer,
-        progress=progress,
-        seed=recipe.seed,
-        checkpoint_dir=checkpoint_dir,
-        checkpoint_every=checkpoint_every,
-        resume=resume,
-        checkpoint_extra=extra,
-        callback=callback,
+    options = recipe.train_options(
+        progress=progress, checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every, resume=resume
     )
+    history = train(model, data.train_loader, data.val_loader, options, optimizer=optimizer,
+                    tokenizer=data.tokenizer, checkpoint_extra=extra, callback=callback)
     model.eval()
     final = evaluate_text(model, data.tokenizer, data.val_text)
     info = {
@@ -425,11 +445,13 @@ def train_recipe(
         "tokens_seen": history.tokens_seen[-1] if history.tokens_seen else 0,
         "parameters": num_parameters(model),
     }
-    if checkpoint_dir is not None:
+    if checkpoint_dir is not None and distributed.world().is_main:
         # the final figures join the last checkpoint, which stays resumable
-        save_checkpoint(checkpoint_dir, model, optimizer=optimizer, step=info["steps"], history=history,
+        save_checkpoint(checkpoint_dir, model, optimizer=optimizer, step=history.steps[-1] if history.steps else 0,
+                        history=history,
                         extra={**extra, "info": info, "tokens_seen": info["tokens_seen"]},
                         tokenizer=data.tokenizer)
+    distributed.barrier()
     return Pretrained(model, data.tokenizer, recipe.config,
                       {**info, "source": "trained", "path": checkpoint_dir}, history)
 
@@ -444,22 +466,24 @@ def pretrained(
     cache_dir: str | os.PathLike[str] | None = None,
     retrain: bool = False,
 ) -> Pretrained:
-    """A course model by name: from the model cache, or trained now and cached.
+    """A course model by name: shipped with the package, from the model cache, or trained now.
 
-    A cached model is used only if its checkpoint loads and was made by exactly this
-    recipe (same ``cache_key``); otherwise the recipe is trained (deterministically,
-    with a progress bar) and the result saved to the cache atomically. A cache that
-    cannot be written only costs a warning: the trained model is returned anyway.
+    In that order: the weights shipped in ``SHIPPED_DIR`` if they were made by exactly
+    this recipe (same ``cache_key``) and their hashes verify; else a cached copy made by
+    this recipe; else the recipe is trained (deterministically on this machine, with a
+    progress bar) and the result saved to the cache atomically. A cache that cannot be
+    written (read-only, full disk) only costs a warning: the trained model is returned.
 
     Args:
         name: A name in ``RECIPES`` (``list_recipes()``), or a ``Recipe``.
         progress: Show progress bars while training; ``False`` is silent.
         cache_dir: The cache folder; ``None`` for ``model_dir()``.
-        retrain: Train even if a valid cached copy exists (and replace it).
+        retrain: Train now on this machine even if shipped or cached weights exist
+            (the result replaces the cached copy; shipped files are never changed).
 
     Returns:
-        A ``Pretrained`` with the model in eval mode; ``info["source"]`` says whether
-        it came from the cache or was trained now.
+        A ``Pretrained`` with the model in eval mode; ``info["source"]`` is
+        ``"shipped"``, ``"cache"`` or ``"trained"``.
 
     Raises:
         KeyError: ``name`` is unknown (the message lists the known models).
@@ -469,9 +493,9 @@ def pretrained(
     folder = folder / recipe.name
     key = recipe.cache_key()
     if not retrain:
-        cached = _from_cache(folder, key)
-        if cached is not None:
-            return cached
+        for found in (_from_shipped(recipe.name, key), _from_cache(folder, key)):
+            if found is not None:
+                return found
     result = train_recipe(recipe, progress=progress)
     try:
         save_checkpoint(folder, result.model, step=result.info["steps"], history=result.history,
@@ -499,3 +523,91 @@ def _from_cache(folder: Path, key: str) -> Pretrained | None:
     model.eval()
     info = {**extra["info"], "source": "cache", "path": meta["path"]}
     return Pretrained(model, meta["tokenizer"], meta["config"], info, meta["history"])
+
+
+# --------------------------------------------------------------------------- #
+# Weights shipped with the package
+# --------------------------------------------------------------------------- #
+@dataclass(frozen=True)
+class ShippedModel:
+    """The record of a course model whose weights ship with the package.
+
+    Attributes:
+        recipe_key: The ``cache_key`` of the recipe that made them.
+        sha256: The SHA-256 of each file of its checkpoint folder, by file name.
+    """
+
+    recipe_key: str
+    sha256: Mapping[str, str]
+
+
+SHIPPED: Mapping[str, ShippedModel] = MappingProxyType({})
+"""Course models whose weights ship in ``SHIPPED_DIR``, by name (read-only)."""
+
+
+def _from_shipped(name: str, key: str) -> Pretrained | None:
+    """The shipped model if its record matches ``key`` and every file verifies, else ``None``."""
+    record = SHIPPED.get(name)
+    folder = SHIPPED_DIR / name
+    if record is None or record.recipe_key != key or not folder.is_dir():
+        return None
+    for filename, expected in record.sha256.items():
+        path = folder / filename
+        actual = sha256_of(path) if path.is_file() else "missing"
+        if actual != expected:
+            warnings.warn(
+                f"the shipped weights of {name!r} are damaged ({path} has SHA-256 {actual}, expected "
+                f"{expected}); reinstall companion. Training the recipe on this machine instead.",
+                stacklevel=3,
+            )
+            return None
+    try:
+        model, meta = load_checkpoint(folder)
+    except CheckpointError as err:
+        warnings.warn(f"the shipped weights of {name!r} do not load ({err}); training instead", stacklevel=3)
+        return None
+    model.eval()
+    info = {**meta["extra"]["info"], "made_with": meta["extra"].get("made_with"), "source": "shipped", "path": folder}
+    return Pretrained(model, meta["tokenizer"], meta["config"], info, meta["history"])
+
+
+def ship(name: str | Recipe, folder: str | os.PathLike[str] | None = None, *, progress: bool = True) -> ShippedModel:
+    """Train a recipe and write its checkpoint where the package ships it (maintainers).
+
+    Args:
+        name: A recipe in ``RECIPES`` (or a ``Recipe``).
+        folder: Where to write the checkpoint folder; ``SHIPPED_DIR / name`` by default.
+        progress: Show the training's progress bar.
+
+    Returns:
+        The ``ShippedModel`` record to put into ``SHIPPED``.
+    """
+    recipe = _lookup(name)
+    result = train_recipe(recipe, progress=progress)
+    target = Path(folder) if folder is not None else SHIPPED_DIR / recipe.name
+    made_with = {
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "threads": torch.get_num_threads(),
+    }
+    info = {k: v for k, v in result.info.items() if k not in ("source", "path")}
+    if target.exists():
+        shutil.rmtree(target)
+    save_checkpoint(target, result.model, step=int(info["steps"]), history=result.history,
+                    extra={"recipe": recipe.to_dict(), "recipe_key": recipe.cache_key(), "info": info,
+                           "made_with": made_with},
+                    tokenizer=result.tokenizer)
+    hashes = {p.name: sha256_of(p) for p in sorted(target.iterdir()) if p.is_file()}
+    return ShippedModel(recipe.cache_key(), hashes)
+
+
+if __name__ == "__main__":  # python -m companion.course_models ship NAME
+    if len(sys.argv) != 3 or sys.argv[1] != "ship":
+        sys.exit("usage: python -m companion.course_models ship NAME")
+    record = ship(sys.argv[2])
+    print(f"    {sys.argv[2]!r}: ShippedModel(\n        recipe_key={record.recipe_key!r},\n        sha256={{")
+    for filename, digest in record.sha256.items():
+        print(f"            {filename!r}: {digest!r},")
+    print("        },\n    ),")

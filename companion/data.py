@@ -25,50 +25,36 @@ Shape letters used in this module:
 
 from __future__ import annotations
 
-import hashlib
-import http.client
-import inspect
 import json
-import os
-import urllib.error
-import urllib.request
-import uuid
 import zipfile
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
+
+from companion.files import DEFAULT_TIMEOUT_S, ChecksumError, DownloadError, cache_folder, fetch_verified
+from companion.tokenizers import encode_text
 
 __all__ = [
-    "DATA_DIR_ENV",
     "DATASETS",
+    "DATA_DIR_ENV",
     "ChecksumError",
     "DataFile",
-    "DataUnavailableError",
+    "DownloadError",
     "SlidingWindowDataset",
-    "TextEncoder",
-    "cache_folder",
     "create_dataloader",
     "data_dir",
-    "download_file",
     "fetch",
     "load_json",
     "read_text",
-    "sha256_of",
 ]
 
 DATA_DIR_ENV = "COMPANION_DATA_DIR"
 """Name of the environment variable that sets the cache folder."""
-
-DEFAULT_TIMEOUT_S = 30.0
-"""Seconds a download may wait for the server before it gives up."""
-
-_CHUNK_BYTES = 64 * 1024
 
 
 # --------------------------------------------------------------------------- #
@@ -175,48 +161,14 @@ DATASETS: dict[str, DataFile] = {
 """Every data file of the course, keyed by its short name."""
 
 
-class DataUnavailableError(RuntimeError):
-    """A data file is not in the cache and could not be downloaded and verified."""
-
-
-class ChecksumError(DataUnavailableError):
-    """Downloaded bytes do not hash to the registered SHA-256 (they are not kept)."""
-
-
-# --------------------------------------------------------------------------- #
-# The cache and downloads
-# --------------------------------------------------------------------------- #
-def cache_folder(kind: str, env_var: str) -> Path:
-    """The package's cache folder for ``kind`` (``"data"``, ``"models"``; may not exist yet).
-
-    ``$<env_var>`` if set, else ``$XDG_CACHE_HOME/companion/<kind>`` if that is set,
-    else ``~/.cache/companion/<kind>``.
-    """
-    configured = os.environ.get(env_var)
-    if configured:
-        return Path(configured).expanduser()
-    xdg_cache = os.environ.get("XDG_CACHE_HOME")
-    root = Path(xdg_cache).expanduser() if xdg_cache else Path.home() / ".cache"
-    return root / "companion" / kind
-
-
 def data_dir() -> Path:
     """Return the cache folder for data files (it may not exist yet).
 
     ``$COMPANION_DATA_DIR`` if set, else ``$XDG_CACHE_HOME/companion/data`` if that is
-    set, else ``~/.cache/companion/data``. Nothing is created here: ``fetch`` creates
-    the folder only when it has a file to write.
+    set, else ``~/.cache/companion/data`` (``companion.files.cache_folder``). Nothing
+    is created here: ``fetch`` creates the folder only when it has a file to write.
     """
     return cache_folder("data", DATA_DIR_ENV)
-
-
-def sha256_of(path: str | os.PathLike[str]) -> str:
-    """Return the hex SHA-256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        while chunk := file.read(_CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _lookup(name: str) -> DataFile:
@@ -254,9 +206,10 @@ def fetch(
     """Return the local path of a course data file, downloading it on first use.
 
     A cached copy whose SHA-256 verifies is returned without touching the network (so a
-    read-only cache folder works). Otherwise the file is downloaded, its hash checked,
-    and only then moved under its final name; a cached copy with the wrong hash is
-    replaced once a good download has verified.
+    read-only cache folder works). Otherwise the file is downloaded, unpacked if it is
+    a ZIP member, its hash checked, and only then moved under its final name
+    (``companion.files.fetch_verified``); a cached copy with the wrong hash is replaced
+    once a good download has verified.
 
     Args:
         name: A key of ``DATASETS``, e.g. ``"the-verdict"``.
@@ -271,65 +224,22 @@ def fetch(
 
     Raises:
         KeyError: ``name`` is not in ``DATASETS`` (the message lists the known names).
-        DataUnavailableError: The download failed (no network, refused, timed out,
-            cut short) or the cache folder cannot be written.
+        DownloadError: The download failed (no network, refused, timed out, cut short,
+            not the expected archive) or the cache folder cannot be written.
         ChecksumError: The downloaded bytes have the wrong SHA-256 (nothing is kept).
     """
     entry = _lookup(name)
     folder = data_dir()
-    target = folder / entry.filename
-    stale_note = ""
-    if target.is_file():
-        cached_hash = sha256_of(target)
-        if cached_hash == entry.sha256:
-            return target
-        stale_note = (
-            f" The cached copy {target} has SHA-256 {cached_hash}, not {entry.sha256}, "
-            "so it is not trusted; it was left in place."
-        )
-    source = url or entry.url
-
-    def unavailable(reason: str) -> DataUnavailableError:
-        return DataUnavailableError(
-            f"Could not get data file {entry.filename!r} ({entry.name}) from {source} "
-            f"into the cache folder {folder}: {reason}.{stale_note} {_by_hand(entry, folder)}"
-        )
-
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise unavailable(f"the cache folder cannot be created ({exc})") from exc
-
-    # Every byte goes to hidden temporary files next to the target; only a verified file
-    # is renamed to the final name (an atomic step), and the finally clause removes the
-    # temporary files whatever happens, KeyboardInterrupt included.
-    download = folder / f".{entry.filename}.{uuid.uuid4().hex}.part"
-    extracted = folder / f".{entry.filename}.{uuid.uuid4().hex}.member.part"
-    try:
-        try:
-            download_file(source, download, desc=entry.filename, progress=progress, timeout=timeout)
-        except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
-            raise unavailable(f"{type(exc).__name__}: {exc}") from exc
-        candidate = download
-        if entry.member is not None or entry.lf_newlines:
-            content = _unpack(entry, download)
-            if content is None:
-                raise unavailable(f"the download is not a ZIP archive holding {entry.member!r}")
-            with open(extracted, "xb") as file:
-                file.write(content)
-            candidate = extracted
-        actual = sha256_of(candidate)
-        if actual != entry.sha256:
-            raise ChecksumError(
-                f"Data file {entry.filename!r} ({entry.name}) downloaded from {source} has "
-                f"SHA-256 {actual}, expected {entry.sha256}; the bytes were discarded and "
-                f"nothing was written to {folder}.{stale_note} {_by_hand(entry, folder)}"
-            )
-        os.replace(candidate, target)
-    finally:
-        for leftover in (download, extracted):
-            leftover.unlink(missing_ok=True)
-    return target
+    needs_unpacking = entry.member is not None or entry.lf_newlines
+    return fetch_verified(
+        url or entry.url,
+        folder / entry.filename,
+        sha256=entry.sha256,
+        unpack=(lambda path: _unpack(entry, path)) if needs_unpacking else None,
+        progress=progress,
+        timeout=timeout,
+        by_hand=_by_hand(entry, folder),
+    )
 
 
 def _unpack(entry: DataFile, download: Path) -> bytes | None:
@@ -348,38 +258,6 @@ def _unpack(entry: DataFile, download: Path) -> bytes | None:
     if entry.lf_newlines:
         content = content.replace(b"\r\n", b"\n")
     return content
-
-
-def download_file(url: str, path: Path, *, desc: str, progress: bool, timeout: float) -> None:
-    """Stream ``url`` into a new file at ``path`` with a progress bar; raise if cut short.
-
-    ``path`` must not exist (it is opened with ``"xb"``); callers write to a temporary
-    name and rename it once the content is checked. Network failures raise
-    ``urllib.error.URLError``, ``http.client.HTTPException`` or ``OSError``.
-    """
-    request = urllib.request.Request(url, headers={"User-Agent": "companion/1"})
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        length_header = response.headers.get("Content-Length")
-        expected = int(length_header) if length_header and length_header.isdigit() else None
-        received = 0
-        with (
-            open(path, "xb") as file,
-            tqdm(
-                total=expected,
-                unit="B",
-                unit_scale=True,
-                unit_divisor=1024,
-                desc=desc,
-                disable=not progress,
-            ) as bar,
-        ):
-            while chunk := response.read(_CHUNK_BYTES):
-                file.write(chunk)
-                received += len(chunk)
-                bar.update(len(chunk))
-    # http.client returns b"" rather than raising when the server closes early.
-    if expected is not None and received != expected:
-        raise http.client.IncompleteRead(b"", expected - received)
 
 
 def read_text(name: str, *, progress: bool = True) -> str:
@@ -418,12 +296,6 @@ def load_json(name: str, *, progress: bool = True) -> Any:
 # --------------------------------------------------------------------------- #
 # Sliding windows for next-token prediction
 # --------------------------------------------------------------------------- #
-class TextEncoder(Protocol):
-    """Anything with ``encode(text) -> list[int]``: ``SimpleTokenizer``, tiktoken, ..."""
-
-    def encode(self, text: str) -> list[int]: ...
-
-
 class SlidingWindowDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
     """(input, target) windows over one token sequence, the targets shifted by one token.
 
@@ -490,23 +362,9 @@ class SlidingWindowDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         return input_ids, target_ids
 
 
-def _encode(tokenizer: TextEncoder, text: str) -> list[int]:
-    """Encode ``text``, letting ``<|endoftext|>`` through when the tokenizer asks (tiktoken)."""
-    try:
-        parameters = inspect.signature(tokenizer.encode).parameters.values()
-    except (TypeError, ValueError):  # no signature to read (e.g. a C function)
-        parameters = ()
-    takes_allowed_special = any(
-        p.name == "allowed_special" or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters
-    )
-    if takes_allowed_special:
-        return tokenizer.encode(text, allowed_special={"<|endoftext|>"})  # type: ignore[call-arg]
-    return tokenizer.encode(text)
-
-
 def create_dataloader(
     text: str,
-    tokenizer: TextEncoder,
+    tokenizer: Any,
     *,
     batch_size: int = 4,
     context_length: int = 256,
@@ -522,9 +380,9 @@ def create_dataloader(
 
     Args:
         text: The corpus.
-        tokenizer: Has ``encode(text)``; when ``encode`` accepts ``allowed_special``
-            (as tiktoken's does) it is called with ``{"<|endoftext|>"}``, so the
-            separator between documents becomes its token.
+        tokenizer: Any course tokenizer; the text is encoded with
+            ``companion.tokenizers.encode_text``, so ``<|endoftext|>`` between
+            documents becomes its token.
         batch_size: Windows per batch ``B``.
         context_length: Tokens per window ``T``.
         stride: Tokens between the starts of consecutive windows.
@@ -542,7 +400,7 @@ def create_dataloader(
         ValueError: The text is too short for one window, or ``drop_last`` is set and
             there are fewer windows than ``batch_size`` (the loader would be empty).
     """
-    token_ids = _encode(tokenizer, text)  # (N,)
+    token_ids = encode_text(tokenizer, text)  # (N,)
     dataset = SlidingWindowDataset(token_ids, context_length=context_length, stride=stride)
     if drop_last and len(dataset) < batch_size:
         raise ValueError(

@@ -55,7 +55,7 @@ class Box:
 
 def draw(
     boxes: Sequence[Box],
-    arrows: Sequence[tuple[str, str] | tuple[str, str, str]],
+    arrows: Sequence[tuple[str, ...]],
     *,
     size: tuple[float, float] = (9.0, 3.0),
     title: str | None = None,
@@ -185,7 +185,7 @@ def rnn_versus_attention() -> Figure:
     source = ["Kannst", "du", "mir", "helfen"]
     target = ["Can", "you", "help", "me"]
     for ax, title in zip(axes, ["RNN encoder–decoder: one hidden state carries everything",
-                                "With attention: every decoder step reads every input state"]):
+                                "With attention: every decoder step reads every input state"], strict=True):
         ax.set_axis_off()
         ax.set_title(title, fontsize=10)
         ax.set_xlim(-0.6, 8.6)

@@ -27,8 +27,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from companion.data import _encode
-from companion.model import GPTModel, ModelCache
+from companion.model import GPTModel, ModelCache, eval_mode
+from companion.tokenizers import encode_text
 
 __all__ = [
     "generate",
@@ -48,10 +48,10 @@ def text_to_ids(text: str, tokenizer: Any) -> Tensor:
     """Encode a text as a batch of one: ``(1, T)`` long (chapter 5,
     "A training loop").
 
-    ``<|endoftext|>`` in the text becomes its token when the tokenizer supports
-    ``allowed_special`` (tiktoken, ``BPETokenizer``).
+    Special tokens such as ``<|endoftext|>`` become their ids
+    (``companion.tokenizers.encode_text``).
     """
-    return torch.tensor(_encode(tokenizer, text), dtype=torch.long).unsqueeze(0)  # (1, T)
+    return torch.tensor(encode_text(tokenizer, text), dtype=torch.long).unsqueeze(0)  # (1, T)
 
 
 def ids_to_text(ids: Tensor | list[int], tokenizer: Any) -> str:
@@ -166,7 +166,7 @@ def _context_logits(model: GPTModel, idx: Tensor, cache: ModelCache | None) -> T
         return model(idx[:, -ctx:])[:, -1, :]  # (B, V)
     T = idx.shape[1]
     past = len(cache)
-    if T > ctx:  # past the last position: re-encode the window, as the uncached path does
+    if ctx < T:  # past the last position: re-encode the window, as the uncached path does
         cache.reset()
         return model(idx[:, -ctx:], cache=cache)[:, -1, :]
     return model(idx[:, past:], cache=cache)[:, -1, :]  # (B, V)
@@ -241,9 +241,7 @@ def generate(
     if top_p is not None and not 0 < top_p <= 1:
         raise ValueError(f"top_p={top_p} must be in (0, 1]")
 
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         cache = model.new_cache() if use_cache else None
         finished = torch.zeros(idx.shape[0], 1, dtype=torch.bool, device=idx.device)  # (B, 1)
         for _ in range(max_new_tokens):
@@ -255,8 +253,6 @@ def generate(
             idx = torch.cat([idx, next_ids], dim=1)  # (B, T + 1)
             if eos_id is not None and bool(finished.all()):
                 break
-    finally:
-        model.train(was_training)
     return idx
 
 

@@ -19,10 +19,11 @@ Shape letters used in this module:
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -37,9 +38,22 @@ __all__ = [
     "LayerNorm",
     "ModelCache",
     "TransformerBlock",
+    "attention_maps",
+    "eval_mode",
     "init_gpt2_weights",
     "num_parameters",
 ]
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put ``model`` in evaluation mode (no dropout) for a block, then restore its mode."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
 
 
 class LayerNorm(nn.Module):
@@ -181,22 +195,29 @@ class GPTModel(nn.Module):
     ``out_head``. With ``cfg.tie_embeddings`` the output head shares its weight matrix
     with the token embedding (``out_head.weight is tok_emb.weight``), as in GPT-2.
 
-    Initialisation: every layer keeps PyTorch's default initialisation (``nn.Linear``
-    uniform in ``±1/√fan_in``, ``nn.Embedding`` standard normal, layer norms 1 and 0),
-    as in the book. GPT-2's own ``N(0, 0.02)`` scheme is opt-in: call
-    ``init_gpt2_weights(model)`` after construction. Seed with ``torch.manual_seed``
+    Initialisation: by default GPT-2's own scheme (``init_gpt2_weights``: every
+    matrix drawn from ``N(0, 0.02²)``, the projections into the residual stream scaled
+    down with depth), as GPT-2, nanoGPT and Hugging Face do. ``init="pytorch"`` keeps
+    PyTorch's per-layer defaults instead (``nn.Linear`` uniform in ``±1/√fan_in``,
+    ``nn.Embedding`` standard normal), as chapter 4's own classes have. Those defaults
+    are a trap with a tied head: the standard-normal embedding becomes the output
+    layer, the first logits spread by about ``√emb_dim``, and training starts far from
+    ``ln(vocab_size)`` and runs many times slower. Seed with ``torch.manual_seed``
     before construction to get the same model every time.
 
     Args:
         cfg: A ``GPTConfig``, or a dict with its fields such as chapter 4's
             ``GPT2_SMALL``.
+        init: ``"gpt2"`` (default) or ``"pytorch"``.
 
     Attributes:
         config: The model's ``GPTConfig`` (kept up to date by ``set_attention_impl``).
     """
 
-    def __init__(self, cfg: GPTConfig | Mapping[str, Any]) -> None:
+    def __init__(self, cfg: GPTConfig | Mapping[str, Any], *, init: Literal["gpt2", "pytorch"] = "gpt2") -> None:
         super().__init__()
+        if init not in ("gpt2", "pytorch"):
+            raise ValueError(f"init={init!r} is unknown; choose 'gpt2' (GPT-2's scheme) or 'pytorch' (its defaults)")
         if not isinstance(cfg, GPTConfig):
             cfg = GPTConfig.from_dict(cfg)
         self.config = cfg
@@ -210,6 +231,8 @@ class GPTModel(nn.Module):
         self.out_head = nn.Linear(cfg.emb_dim, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.out_head.weight = self.tok_emb.weight  # one Parameter, two names
+        if init == "gpt2" and self.tok_emb.weight.device.type != "meta":
+            init_gpt2_weights(self)
 
     def forward(self, idx: Tensor, *, cache: ModelCache | None = None) -> Tensor:
         """Return the logits for the next token after every position of ``idx``.
@@ -257,13 +280,34 @@ class GPTModel(nn.Module):
                 f"{len(self.trf_blocks)} blocks; create it with model.new_cache()"
             )
 
-        positions = torch.arange(past, past + T, device=idx.device)  # (T,)
-        x = self.tok_emb(idx) + self.pos_emb(positions)  # (B, T, C) + (T, C) -> (B, T, C)
-        x = self.drop_emb(x)  # (B, T, C)
+        x = self.embed(idx, past=past)  # (B, T, C)
         for i, block in enumerate(self.trf_blocks):
             x = block(x, cache=None if cache is None else cache.layers[i])  # (B, T, C)
         x = self.final_norm(x)  # (B, T, C)
         return self.out_head(x)  # (B, T, V)
+
+    def embed(self, idx: Tensor, *, past: int = 0) -> Tensor:
+        """Token plus position embeddings of ``idx`` ``(B, T)``, after dropout: ``(B, T, C)``.
+
+        ``past`` is the position of the first token (the number of tokens a cache
+        already holds).
+
+        Raises:
+            ValueError: An id is outside ``0 .. vocab_size - 1`` (the message names it).
+        """
+        V = self.config.vocab_size
+        low, high = torch.aminmax(idx) if idx.numel() else (torch.tensor(0), torch.tensor(0))
+        if int(low) < 0 or int(high) >= V:
+            bad = int(low) if int(low) < 0 else int(high)
+            raise ValueError(
+                f"token id {bad} is outside this model's vocabulary (ids 0..{V - 1}, vocab_size={V}). "
+                "The ids probably come from another tokenizer: encode with the tokenizer the model was "
+                "trained with (e.g. a course model's own .tokenizer rather than GPT-2's 50,257-token one)."
+            )
+        T = idx.shape[1]
+        positions = torch.arange(past, past + T, device=idx.device)  # (T,)
+        x = self.tok_emb(idx) + self.pos_emb(positions)  # (B, T, C) + (T, C) -> (B, T, C)
+        return self.drop_emb(x)  # (B, T, C)
 
     def new_cache(self) -> ModelCache:
         """Return an empty ``ModelCache`` for this model (``context_length`` positions)."""
@@ -353,3 +397,32 @@ def init_gpt2_weights(model: GPTModel, *, std: float = _GPT2_INIT_STD) -> GPTMod
                 module.scale.fill_(1.0)
                 module.shift.zero_()
     return model
+
+
+@torch.no_grad()
+def attention_maps(model: GPTModel, idx: Tensor, *, causal: bool = True) -> Tensor:
+    """Every layer's and head's attention weights for a batch of texts (chapter 3,
+    "What trained attention heads look at").
+
+    Runs ``model`` in evaluation mode block by block; at each block the attention
+    layer reports the weights it gives (``MultiHeadAttention.attention_weights``) for
+    the block's own normalised input. With ``causal=False`` the causal mask is left out
+    of that report, showing where each head would look if it could see the future; the
+    model's computation itself is unchanged (always causal).
+
+    Args:
+        model: A ``GPTModel``.
+        idx: Token ids, ``(B, T)``.
+        causal: Apply the causal mask (what the model really computes).
+
+    Returns:
+        Weights of shape ``(L, B, H, T, T)``, ``L`` the number of blocks; each row sums to 1.
+    """
+    with eval_mode(model):
+        x = model.embed(idx)  # (B, T, C)
+        maps = []
+        for block in model.trf_blocks:
+            assert isinstance(block, TransformerBlock)
+            maps.append(block.att.attention_weights(block.norm1(x), causal=causal))  # (B, H, T, T)
+            x = block(x)  # (B, T, C)
+        return torch.stack(maps)  # (L, B, H, T, T)

@@ -7,11 +7,12 @@ and writes no file, so a notebook decides what to show and nothing happens on im
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
 if TYPE_CHECKING:
     import torch
@@ -19,7 +20,10 @@ if TYPE_CHECKING:
 
 def _figure(ax: Axes | None, size: tuple[float, float]) -> tuple[Figure, Axes]:
     if ax is not None:
-        return ax.figure, ax
+        fig = ax.get_figure(root=True)
+        if fig is None:
+            raise ValueError("the axes given are not part of a figure")
+        return fig, ax
     fig, ax = plt.subplots(figsize=size)
     return fig, ax
 
@@ -100,7 +104,7 @@ def sliding_windows(
         for row, (offset, colour, label) in enumerate([(0, "#bfdbfe", "input"), (1, "#bbf7d0", "target")]):
             y = 2 * n_windows - 1 - (2 * i + row)
             for col in range(start + offset, start + offset + context_length):
-                ax.add_patch(plt.Rectangle((col * width + 0.03, y - 0.4), width - 0.06, 0.8, facecolor=colour,
+                ax.add_patch(Rectangle((col * width + 0.03, y - 0.4), width - 0.06, 0.8, facecolor=colour,
                                            edgecolor="#374151", lw=0.8))
                 ax.text(col * width + width / 2, y, tokens[col], ha="center", va="center", fontsize=8,
                         family="monospace")
@@ -221,9 +225,9 @@ def plot_losses(
         raise ValueError("the history has no evaluation point to plot; train for at least one step")
     fig, ax = _figure(ax, size)
     ax.plot(steps, train, label="training loss", color="#3b82f6")
-    val_points = [(s, v) for s, v in zip(steps, val) if v is not None]
+    val_points = [(s, v) for s, v in zip(steps, val, strict=True) if v is not None]
     if val_points:
-        ax.plot(*zip(*val_points), label="validation loss", color="#f97316", linestyle="--")
+        ax.plot(*zip(*val_points, strict=True), label="validation loss", color="#f97316", linestyle="--")
     ax.set_xlabel("optimizer steps")
     ax.set_ylabel("loss (nats per token)")
     if log:
@@ -236,11 +240,11 @@ def plot_losses(
     ys = np.array([0.0, *tokens], dtype=float)
     rate = ys[-1] / xs[-1] if xs[-1] else 1.0
 
-    def to_tokens(s: np.ndarray) -> np.ndarray:
+    def to_tokens(s: Any) -> Any:
         s = np.asarray(s, dtype=float)
         return np.where(s <= xs[-1], np.interp(s, xs, ys), ys[-1] + (s - xs[-1]) * rate)
 
-    def to_steps(t: np.ndarray) -> np.ndarray:
+    def to_steps(t: Any) -> Any:
         t = np.asarray(t, dtype=float)
         return np.where(t <= ys[-1], np.interp(t, ys, xs), xs[-1] + (t - ys[-1]) / rate)
 

@@ -31,11 +31,8 @@ Shape letters used in this module:
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
-import urllib.error
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,12 +45,13 @@ from safetensors.torch import load_file
 from torch import Tensor
 
 from companion.config import GPTConfig
-from companion.data import download_file
+from companion.files import cache_folder, fetch_verified
 from companion.model import GPTModel
 
 __all__ = [
     "COPY",
     "GPT2_CHECKPOINTS",
+    "GPT2_DIR_ENV",
     "GPT2_IGNORED_KEYS",
     "GPT2_KEY_MAP",
     "SPLIT",
@@ -63,9 +61,9 @@ __all__ = [
     "KeyRule",
     "Transform",
     "WeightLoadError",
-    "WeightsUnavailableError",
     "config_from_hf",
     "download_gpt2_weights",
+    "gpt2_dir",
     "gpt2_state_dict_from_hf",
     "load_gpt2_weights",
     "load_pretrained_gpt2",
@@ -76,10 +74,6 @@ Shape = tuple[int, ...]
 
 class WeightLoadError(ValueError):
     """A checkpoint's tensors do not match the model (names, shapes) or cannot be read."""
-
-
-class WeightsUnavailableError(RuntimeError):
-    """A weights file could not be downloaded."""
 
 
 # --------------------------------------------------------------------------- #
@@ -364,12 +358,18 @@ def config_from_hf(
             ``attn_impl="manual"``.
 
     Raises:
-        ValueError: The config describes a variant this model cannot reproduce
+        ValueError: The file is not a JSON object, or the config describes a variant this model cannot reproduce
             (another activation or layer-norm epsilon, a different MLP width, scaled
             attention, unequal dropout rates without a ``drop_rate`` override).
     """
     if not isinstance(hf_config, Mapping):
-        hf_config = json.loads(Path(hf_config).read_text(encoding="utf-8"))
+        path = Path(hf_config)
+        try:
+            hf_config = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f"{path} is not a Hugging Face config.json: it is not valid JSON text ({err})") from err
+        if not isinstance(hf_config, Mapping):
+            raise ValueError(f"{path} is not a Hugging Face config.json: it holds a {type(hf_config).__name__}, not an object")
     get = hf_config.get
 
     n_embd = get("n_embd", 768)
@@ -418,8 +418,9 @@ class GPT2Checkpoint:
         name: The matching preset in ``companion.config.PRESETS``.
         url: Download address of the file on the Hugging Face Hub.
         filename: Name of the file once downloaded.
-        sha256: Expected SHA-256 of the file, or ``None`` when not recorded here; the
-            loader still checks every tensor's name and shape.
+        sha256: Expected SHA-256 of the file, or ``None`` when not recorded here (the
+            first download's hash is then recorded beside the file and checked later);
+            the loader also checks every tensor's name and shape.
         num_parameters: Parameters of the model (tied head counted once).
     """
 
@@ -430,18 +431,23 @@ class GPT2Checkpoint:
     num_parameters: int
 
 
-# The sha256 fields are None: the hashes of these files were not available when this
-# table was written, and a made-up hash is worse than none. Fill them in from a
-# verified download.
+# gpt2-small is pinned to a revision of the Hub repository, whose model.safetensors
+# (548,105,171 bytes) has the SHA-256 below, as the Hub's LFS pointer records it. For the
+# other sizes no hash is recorded here (a made-up one is worse than none): the first
+# complete download's hash is written next to the file and checked on every later use.
+_GPT2_SMALL_REVISION = "607a30d783dfa663caf39e06633721c8d4cfcd7e"
 GPT2_CHECKPOINTS: Mapping[str, GPT2Checkpoint] = MappingProxyType(
     {
         entry.name: entry
         for entry in (
             GPT2Checkpoint(
                 name="gpt2-small",
-                url="https://huggingface.co/openai-community/gpt2/resolve/main/model.safetensors",
+                url=(
+                    "https://huggingface.co/openai-community/gpt2/resolve/"
+                    f"{_GPT2_SMALL_REVISION}/model.safetensors"
+                ),
                 filename="gpt2-small.safetensors",
-                sha256=None,
+                sha256="248dfc3911869ec493c76e65bf2fcf7f615828b0254c12b473182f0f81d3a707",
                 num_parameters=124_439_808,
             ),
             GPT2Checkpoint(
@@ -471,31 +477,44 @@ GPT2_CHECKPOINTS: Mapping[str, GPT2Checkpoint] = MappingProxyType(
 """OpenAI's four GPT-2 sizes, keyed by preset name (chapter 5)."""
 
 
+GPT2_DIR_ENV = "COMPANION_GPT2_DIR"
+"""Name of the environment variable that sets the folder for GPT-2's weights."""
+
+
+def gpt2_dir() -> Path:
+    """Where GPT-2's weights are kept: ``$COMPANION_GPT2_DIR``, else
+    ``$XDG_CACHE_HOME/companion/gpt2``, else ``~/.cache/companion/gpt2``
+    (``companion.files.cache_folder``, the rule every cache of the package follows)."""
+    return cache_folder("gpt2", GPT2_DIR_ENV)
+
+
 def download_gpt2_weights(
     name: str,
-    directory: str | os.PathLike[str],
+    directory: str | os.PathLike[str] | None = None,
     *,
     url: str | None = None,
     progress: bool = True,
     timeout: float = 60.0,
 ) -> Path:
-    """Return the path of a GPT-2 weights file in ``directory``, downloading it if absent.
+    """Return the path of a GPT-2 weights file, downloading and verifying it on first use.
 
-    An existing file is returned as it is (no hash is recorded to check it against;
-    ``load_gpt2_weights`` still checks every tensor). A download goes to a temporary
-    file that is renamed only once complete.
+    The file's SHA-256 is checked against ``GPT2_CHECKPOINTS[name].sha256`` (or, for a
+    size without a recorded hash, against the hash recorded at its first download); a
+    download goes to a temporary file that is renamed only once verified
+    (``companion.files.fetch_verified``).
 
     Args:
         name: A key of ``GPT2_CHECKPOINTS``, e.g. ``"gpt2-small"``.
-        directory: Folder for the file; created if needed.
+        directory: Folder for the file; ``None`` for ``gpt2_dir()``. Created if needed.
         url: Download from here instead (a mirror); it must serve the same file.
         progress: Show a ``tqdm`` progress bar.
         timeout: Seconds to wait for the server.
 
     Raises:
         KeyError: Unknown ``name`` (the message lists the known ones).
-        WeightsUnavailableError: The download failed (offline, refused, cut short);
-            the message says how to place the file by hand.
+        DownloadError: The download failed (offline, refused, cut short); the message
+            says how to place the file by hand.
+        ChecksumError: The file's SHA-256 is wrong (nothing is kept).
     """
     try:
         entry = GPT2_CHECKPOINTS[name]
@@ -503,34 +522,30 @@ def download_gpt2_weights(
         raise KeyError(
             f"unknown GPT-2 checkpoint {name!r}; known: {', '.join(GPT2_CHECKPOINTS)}"
         ) from None
-    folder = Path(directory)
+    folder = Path(directory) if directory is not None else gpt2_dir()
     target = folder / entry.filename
-    if target.is_file():
-        return target
-    source = url or entry.url
-    partial = folder / f".{entry.filename}.{uuid.uuid4().hex}.part"
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        download_file(source, partial, desc=entry.filename, progress=progress, timeout=timeout)
-        os.replace(partial, target)
-    except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
-        raise WeightsUnavailableError(
-            f"could not download {entry.name} weights from {source} ({type(exc).__name__}: "
-            f"{exc}). To fix this by hand, download {entry.url} and save it as {target}."
-        ) from exc
-    finally:
-        partial.unlink(missing_ok=True)
-    return target
+    return fetch_verified(
+        url or entry.url,
+        target,
+        sha256=entry.sha256,
+        progress=progress,
+        timeout=timeout,
+        by_hand=(
+            f"To fix this by hand, download {entry.url} and save it as {target}, "
+            f"or set {GPT2_DIR_ENV} to a folder that holds {entry.filename}."
+        ),
+    )
 
 
 def load_pretrained_gpt2(
-    name: str, directory: str | os.PathLike[str], *, progress: bool = True, **overrides: Any
+    name: str, directory: str | os.PathLike[str] | None = None, *, progress: bool = True, **overrides: Any
 ) -> GPTModel:
     """Build the GPT-2 model of preset ``name`` and load OpenAI's weights (chapter 5).
 
     Args:
         name: ``"gpt2-small"``, ``"gpt2-medium"``, ``"gpt2-large"`` or ``"gpt2-xl"``.
-        directory: Where the weights file is kept (downloaded on first use).
+        directory: Where the weights file is kept; ``None`` for ``gpt2_dir()``
+            (downloaded on first use).
         progress: Show a progress bar while downloading.
         **overrides: Config fields that do not change shapes, e.g. ``drop_rate=0.0``
             or ``attn_impl="manual"``.
@@ -539,5 +554,6 @@ def load_pretrained_gpt2(
         The model with GPT-2's weights, in eval mode.
     """
     path = download_gpt2_weights(name, directory, progress=progress)
-    model = GPTModel(GPTConfig.from_preset(name, **overrides))
+    with torch.random.fork_rng(devices=[]):  # the weights are replaced: keep the caller's random state
+        model = GPTModel(GPTConfig.from_preset(name, **overrides), init="pytorch")
     return load_gpt2_weights(model, path).eval()

@@ -11,16 +11,10 @@ import html
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from companion.tokenizers import encode_text
+
 # Background colours that cycle from token to token so that their boundaries show.
 _TOKEN_COLOURS = ("#fde68a", "#bfdbfe", "#bbf7d0", "#fbcfe8", "#ddd6fe", "#fed7aa")
-
-
-def _encode(tokenizer: Any, text: str) -> list[int]:
-    """Encode with special tokens allowed where the tokenizer supports the keyword."""
-    try:
-        return list(tokenizer.encode(text, allowed_special="all"))
-    except TypeError:  # the simple tokenizers take no keyword
-        return list(tokenizer.encode(text))
 
 
 def _token_text(tokenizer: Any, token_id: int) -> str:
@@ -34,7 +28,7 @@ def render_tokens(tokenizer: Any, text: str) -> str:
     that a reader can see where GPT-2 keeps the space that precedes a word.
     """
     try:
-        ids = _encode(tokenizer, text)
+        ids = encode_text(tokenizer, text)
     except (KeyError, ValueError) as exc:  # e.g. a word the simple tokenizer cannot encode
         return f"<p style='color:#b91c1c'><b>{type(exc).__name__}</b>: {html.escape(str(exc))}</p>"
     spans = []
@@ -113,7 +107,7 @@ def attention_explorer(model: Any, tokenizer: Any, sentences: Sequence[str]) -> 
     import ipywidgets as widgets
     import torch
 
-    from companion.attention import attention_maps
+    from companion.model import attention_maps
     from companion.plots import attention_heatmap
 
     if not sentences:
@@ -124,7 +118,7 @@ def attention_explorer(model: Any, tokenizer: Any, sentences: Sequence[str]) -> 
 
     def maps_for(text: str) -> tuple[list[str], Any]:
         if text not in cache:
-            ids = _encode(tokenizer, text)
+            ids = encode_text(tokenizer, text)
             labels = [_token_text(tokenizer, i) for i in ids]
             cache[text] = (labels, attention_maps(model, torch.tensor([ids]))[:, 0])  # (L, H, T, T)
         return cache[text]

@@ -258,7 +258,7 @@ def _tiny_model(impl: str = "sdpa"):
 
 
 def test_attention_maps_equal_the_weights_each_layer_computes() -> None:
-    from companion.attention import attention_maps
+    from companion.model import attention_maps
 
     model = _tiny_model("manual")
     idx = torch.randint(0, 50, (2, 9), generator=torch.Generator().manual_seed(1))
@@ -279,7 +279,7 @@ def test_attention_maps_equal_the_weights_each_layer_computes() -> None:
 
 
 def test_attention_maps_without_mask_renormalise_to_the_causal_ones() -> None:
-    from companion.attention import attention_maps
+    from companion.model import attention_maps
 
     model = _tiny_model()
     idx = torch.randint(0, 50, (1, 10), generator=torch.Generator().manual_seed(2))

@@ -26,16 +26,17 @@ from companion.checkpoint import (
     set_rng_state,
 )
 from companion.data import SlidingWindowDataset
-from companion.model import init_gpt2_weights
 from companion.tokenizers import BPETokenizer, gpt2_tokenizer
-from companion.train import TrainHistory, configure_optimizer, train
+from companion.history import TrainHistory
+from companion.optim import configure_optimizer
+from companion.train import train
 
 CFG = GPTConfig(vocab_size=64, context_length=16, emb_dim=32, n_heads=4, n_layers=2)
 
 
 def build(cfg: GPTConfig = CFG, seed: int = 0) -> GPTModel:
     torch.manual_seed(seed)
-    return init_gpt2_weights(GPTModel(cfg))
+    return GPTModel(cfg)
 
 
 def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
@@ -342,3 +343,71 @@ def test_resume_false_starts_afresh(tmp_path: Path) -> None:
     history = train(model, loader, max_steps=2, progress=False, checkpoint_dir=tmp_path / "run", resume=False)
     assert len(history.batch_losses) == 2
     assert load_checkpoint(tmp_path / "run")[1]["step"] == 2
+
+
+# ------------------------------------------------------------ damaged or unusual folders
+@pytest.mark.parametrize(
+    "field, value",
+    [("history", "garbage"), ("step", "three"), ("step", -1), ("extra", [1]), ("tokenizer", "bpe"),
+     ("optimizer", {"class": "AdamW"}), ("training_state", "yes"), ("history", {"steps": "x"})],
+)
+def test_valid_json_with_wrong_types_is_a_checkpoint_error(tmp_path: Path, field: str, value: object) -> None:
+    """Failure mode: wrong types in checkpoint.json escaped as bare KeyError/TypeError."""
+    folder = save_checkpoint(tmp_path / "ck", build(), step=3, history=TrainHistory(steps=[3]))
+    meta = json.loads((folder / "checkpoint.json").read_text())
+    meta[field] = value
+    (folder / "checkpoint.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match=f"{folder / 'checkpoint.json'} is corrupt"):
+        load_checkpoint(folder)
+
+
+def test_a_half_deleted_backup_is_cleaned_up_by_the_next_save(tmp_path: Path) -> None:
+    """Failure mode: a kill while deleting the backup left a .x.old-... folder forever."""
+    save_checkpoint(tmp_path / "ck", build(seed=0), step=1)
+    leftover = tmp_path / ".ck.old-0123abcd"
+    leftover.mkdir()
+    (leftover / "model.safetensors").write_bytes(b"half of it")  # its checkpoint.json was deleted first
+    save_checkpoint(tmp_path / "ck", build(seed=1), step=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck"]
+    assert load_checkpoint(tmp_path / "ck")[1]["step"] == 2
+
+
+def test_a_full_disk_is_an_os_error_that_names_the_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """safetensors reports a full disk as its own SafetensorError; callers catch OSError."""
+    from safetensors import SafetensorError
+
+    old = build(seed=0)
+    save_checkpoint(tmp_path / "ck", old, step=1)
+
+    def disk_full(*args, **kwargs):
+        raise SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space left on device" })')
+
+    monkeypatch.setattr(ckpt, "save_model", disk_full)
+    with pytest.raises(OSError, match=f"could not write the checkpoint {tmp_path / 'ck'}.*No space left"):
+        save_checkpoint(tmp_path / "ck", build(seed=1), step=2)
+    monkeypatch.undo()
+    loaded, info = load_checkpoint(tmp_path / "ck")
+    assert same_weights(loaded, old) and info["step"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck"]
+
+
+def test_loading_does_not_move_the_callers_random_state(tmp_path: Path) -> None:
+    save_checkpoint(tmp_path / "ck", build())
+    torch.manual_seed(5)
+    before = torch.get_rng_state()
+    load_checkpoint(tmp_path / "ck")
+    assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_rng_states_of_several_processes_are_kept_apart(tmp_path: Path) -> None:
+    torch.manual_seed(1)
+    rank0 = get_rng_state()
+    torch.manual_seed(2)
+    rank1 = get_rng_state()
+    state = {**rank0, **{f"rank1.{k}": v for k, v in rank1.items()}}
+    save_checkpoint(tmp_path / "ck", build(), step=1, rng_state=state)
+    saved = load_checkpoint(tmp_path / "ck")[1]["rng_state"]
+    set_rng_state(saved, rank=1)
+    assert torch.equal(torch.get_rng_state(), rank1["cpu"])
+    set_rng_state(saved, rank=0)
+    assert torch.equal(torch.get_rng_state(), rank0["cpu"])

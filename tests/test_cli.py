@@ -127,3 +127,34 @@ def test_python_dash_m_companion(monkeypatch: pytest.MonkeyPatch, capsys: pytest
         runpy.run_module("companion", run_name="__main__")
     assert exit_.value.code == 0
     assert "--temperature" in capsys.readouterr().out
+
+
+def test_a_data_file_that_is_not_utf8_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Failure mode: a non-UTF-8 --data file ended in a message without the file's name."""
+    bad = tmp_path / "latin1.txt"
+    bad.write_bytes("Ça va très bien, merci. ".encode("latin-1") * 50)
+    assert main(tiny_train_args(bad, tmp_path / "out")) == 2
+    err = capsys.readouterr().err
+    assert f"companion: error: the data file {bad} is not UTF-8 text" in err, err
+
+
+def test_a_full_disk_is_reported_in_one_line(corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """Failure mode: `companion train` on a full disk exited with a traceback."""
+    import companion.checkpoint as ckpt
+    from safetensors import SafetensorError
+
+    def disk_full(*args, **kwargs):
+        raise SafetensorError("Error while serializing: No space left on device (os error 28)")
+
+    monkeypatch.setattr(ckpt, "save_model", disk_full)
+    assert main(tiny_train_args(corpus, tmp_path / "out", "--quiet")) == 1
+    err = capsys.readouterr().err
+    assert "companion: error: could not write the checkpoint" in err and "No space left" in err, err
+    assert "Traceback" not in err
+
+
+def test_a_negative_clip_is_refused_by_the_library_too(corpus: Path, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([*tiny_train_args(corpus, tmp_path / "out"), "--grad-clip", "-1"]) == 2
+    assert "--grad-clip: must be in [0.0, inf)" in capsys.readouterr().err

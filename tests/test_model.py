@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 from companion import GPTConfig, GPTModel
 from companion.attention import MultiHeadAttention
-from companion.model import GELU, FeedForward, LayerNorm, TransformerBlock, num_parameters
+from companion.losses import cross_entropy_loss
+from companion.model import GELU, FeedForward, LayerNorm, TransformerBlock, init_gpt2_weights, num_parameters
 
 TINY = GPTConfig(vocab_size=97, context_length=16, emb_dim=32, n_heads=4, n_layers=2)
 
@@ -191,6 +194,78 @@ def test_input_checks() -> None:
     with pytest.raises(TypeError, match=r"integer token ids"):
         model(torch.zeros(1, 5))
     assert model(torch.zeros(1, 5, dtype=torch.int32)).shape == (1, 5, 97)
+
+
+def test_ids_outside_the_vocabulary_name_the_id_and_the_cause() -> None:
+    """Failure mode: GPT-2 ids fed to a small model ended in torch's bare IndexError."""
+    from companion.generate import generate
+
+    model = build(TINY)
+    with pytest.raises(ValueError, match=r"token id 15496 is outside this model's vocabulary \(ids 0..96, vocab_size=97\)"):
+        model(torch.tensor([[1, 15496, 3]]))
+    with pytest.raises(ValueError, match=r"token id -1 is outside.*another tokenizer"):
+        model(torch.tensor([[-1, 2]]))
+    with pytest.raises(ValueError, match="token id 50256 is outside"):
+        generate(model, torch.tensor([[50256]]), max_new_tokens=3)
+
+
+# ------------------------------------------------------------------ GPT-2 initialisation (the default)
+def test_init_gpt2_weights_statistics() -> None:
+    cfg = GPTConfig(vocab_size=512, context_length=64, emb_dim=128, n_heads=4, n_layers=4, qkv_bias=True)
+    torch.manual_seed(0)
+    model = GPTModel(cfg)
+    residual_std = 0.02 / math.sqrt(2 * 4)
+    for name, p in model.named_parameters():
+        if name.endswith(("att.out_proj.weight", "ff.layers.2.weight")):
+            assert p.std().item() == pytest.approx(residual_std, rel=0.05), name
+        elif name.endswith("bias") or name.endswith("shift"):
+            assert torch.count_nonzero(p) == 0, name
+        elif name.endswith("scale"):
+            assert torch.equal(p, torch.ones_like(p)), name
+        else:
+            assert p.dim() == 2
+            assert p.std().item() == pytest.approx(0.02, rel=0.05), name
+    # seeded: the same model twice; and a fresh model's loss is about ln(V)
+    torch.manual_seed(0)
+    again = GPTModel(cfg)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
+    x = torch.randint(0, 512, (4, 32))
+    with torch.no_grad():
+        loss = cross_entropy_loss(model.eval()(x), torch.randint(0, 512, (4, 32)))
+    assert loss.item() == pytest.approx(math.log(512), abs=0.15)
+
+
+def test_init_gpt2_weights_keeps_a_tied_head_tied() -> None:
+    torch.manual_seed(0)
+    model = GPTModel(TINY.replace(tie_embeddings=True))
+    assert model.out_head.weight is model.tok_emb.weight
+    assert model.tok_emb.weight.std().item() == pytest.approx(0.02, rel=0.1)
+
+
+
+
+def test_init_gpt2_weights_redraws_a_pytorch_initialised_model_the_same_way() -> None:
+    torch.manual_seed(3)
+    default = GPTModel(TINY)
+    torch.manual_seed(3)
+    by_hand = init_gpt2_weights(GPTModel(TINY, init="pytorch"))
+    assert all(torch.equal(a, b) for a, b in zip(default.state_dict().values(), by_hand.state_dict().values(), strict=True))
+
+
+def test_pytorch_init_keeps_the_book_defaults_and_is_a_trap_when_tied() -> None:
+    """With init="pytorch" the tied head is the N(0, 1) embedding: logits spread by about sqrt(C)."""
+    cfg = TINY.replace(tie_embeddings=True, emb_dim=64)
+    torch.manual_seed(0)
+    trap = GPTModel(cfg, init="pytorch").eval()
+    torch.manual_seed(0)
+    safe = GPTModel(cfg).eval()
+    x = torch.randint(0, cfg.vocab_size, (2, 8))
+    with torch.no_grad():
+        assert trap(x).std().item() > 3.0
+        assert safe(x).std().item() < 0.5
+    assert trap.tok_emb.weight.std().item() == pytest.approx(1.0, rel=0.1)
+    with pytest.raises(ValueError, match="init='xavier' is unknown"):
+        GPTModel(cfg, init="xavier")
 
 
 @pytest.mark.parametrize("impl", ["manual", "sdpa"])

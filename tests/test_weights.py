@@ -17,13 +17,14 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 from companion import GPTConfig, GPTModel
 from companion.model import num_parameters
+from companion.files import ChecksumError, DownloadError, sha256_of
 from companion.weights import (
     GPT2_CHECKPOINTS,
     GPT2_KEY_MAP,
     WeightLoadError,
-    WeightsUnavailableError,
     config_from_hf,
     download_gpt2_weights,
+    gpt2_dir,
     gpt2_state_dict_from_hf,
     load_gpt2_weights,
 )
@@ -271,40 +272,64 @@ def test_checkpoint_registry() -> None:
     repos = {"gpt2-small": "gpt2", "gpt2-medium": "gpt2-medium", "gpt2-large": "gpt2-large",
              "gpt2-xl": "gpt2-xl"}  # fmt: skip
     for name, entry in GPT2_CHECKPOINTS.items():
+        revision = "607a30d783dfa663caf39e06633721c8d4cfcd7e" if name == "gpt2-small" else "main"
         assert entry.url == (
-            f"https://huggingface.co/openai-community/{repos[name]}/resolve/main/model.safetensors"
+            f"https://huggingface.co/openai-community/{repos[name]}/resolve/{revision}/model.safetensors"
         )
         assert entry.filename == f"{name}.safetensors"
-        assert entry.sha256 is None  # not recorded: see the comment in weights.py
+        assert (entry.sha256 is not None) == (name == "gpt2-small")  # only the pinned file has a published hash
         with torch.device("meta"):
             model = GPTModel(GPTConfig.from_preset(name))
         assert num_parameters(model) == entry.num_parameters
 
 
-def test_download_from_a_local_url(
+def test_download_from_a_local_url_records_and_checks_the_hash(
     tmp_path: Path, tiny_gpt2: tuple[Path, torch.Tensor, torch.Tensor]
 ) -> None:
     folder, _, _ = tiny_gpt2
     source = folder / "model.safetensors"
-    target = download_gpt2_weights(
-        "gpt2-small", tmp_path / "weights", url=source.as_uri(), progress=False
-    )
-    assert target == tmp_path / "weights" / "gpt2-small.safetensors"
+    # gpt2-medium has no recorded hash: the first download's hash is kept beside the file
+    target = download_gpt2_weights("gpt2-medium", tmp_path / "weights", url=source.as_uri(), progress=False)
+    assert target == tmp_path / "weights" / "gpt2-medium.safetensors"
     assert target.read_bytes() == source.read_bytes()
-    # A file already there is returned without any download.
-    assert (
-        download_gpt2_weights("gpt2-small", tmp_path / "weights", url="http://127.0.0.1:9/")
-        == target
-    )
+    sidecar = target.with_name(target.name + ".sha256")
+    assert sidecar.read_text().strip() == sha256_of(source)
+    # a file already there (and matching) is returned without any download
+    assert download_gpt2_weights("gpt2-medium", tmp_path / "weights", url="http://127.0.0.1:9/") == target
+    # a file changed since is not trusted: it must be fetched again, and here that fails
+    target.write_bytes(b"not the weights")
+    with pytest.raises(DownloadError, match="not trusted"):
+        download_gpt2_weights("gpt2-medium", tmp_path / "weights", url="http://127.0.0.1:9/", progress=False,
+                              timeout=5)
+
+
+def test_gpt2_small_is_checked_against_its_published_hash(
+    tmp_path: Path, tiny_gpt2: tuple[Path, torch.Tensor, torch.Tensor]
+) -> None:
+    entry = GPT2_CHECKPOINTS["gpt2-small"]
+    assert entry.sha256 == "248dfc3911869ec493c76e65bf2fcf7f615828b0254c12b473182f0f81d3a707"
+    assert "/resolve/607a30d783dfa663caf39e06633721c8d4cfcd7e/" in entry.url  # a pinned revision
+    source = tiny_gpt2[0] / "model.safetensors"
+    with pytest.raises(ChecksumError, match=f"expected {entry.sha256}"):
+        download_gpt2_weights("gpt2-small", tmp_path, url=source.as_uri(), progress=False)
+    assert list(tmp_path.iterdir()) == []  # nothing kept
+
+
+def test_gpt2_weights_follow_the_cache_folder_rule(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COMPANION_GPT2_DIR", str(tmp_path / "mine"))
+    assert gpt2_dir() == tmp_path / "mine"
+    monkeypatch.delenv("COMPANION_GPT2_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert gpt2_dir() == tmp_path / "xdg" / "companion" / "gpt2"
 
 
 def test_download_failure_is_clear(tmp_path: Path) -> None:
-    with pytest.raises(WeightsUnavailableError) as info:
+    with pytest.raises(DownloadError) as info:
         download_gpt2_weights(
             "gpt2-medium", tmp_path, url="http://127.0.0.1:9/none", progress=False, timeout=5
         )
     message = str(info.value)
-    assert "could not download gpt2-medium weights from http://127.0.0.1:9/none" in message
+    assert "Could not get gpt2-medium.safetensors from http://127.0.0.1:9/none" in message
     assert (
         "download https://huggingface.co/openai-community/gpt2-medium/resolve/main/"
         f"model.safetensors and save it as {tmp_path / 'gpt2-medium.safetensors'}"
@@ -312,3 +337,14 @@ def test_download_failure_is_clear(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []  # no partial file left behind
     with pytest.raises(KeyError, match=r"unknown GPT-2 checkpoint 'gpt2-tiny'; known: gpt2-small"):
         download_gpt2_weights("gpt2-tiny", tmp_path)
+
+
+def test_config_from_hf_names_a_file_that_is_not_json(tmp_path: Path) -> None:
+    """Failure mode: bad JSON in config.json used to end in a bare JSONDecodeError."""
+    bad = tmp_path / "config.json"
+    bad.write_text("{not json")
+    with pytest.raises(ValueError, match=f"{bad} is not a Hugging Face config.json: it is not valid JSON"):
+        config_from_hf(bad)
+    bad.write_text("[1, 2]")
+    with pytest.raises(ValueError, match="it holds a list, not an object"):
+        config_from_hf(bad)

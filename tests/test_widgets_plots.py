@@ -128,3 +128,27 @@ def test_sampling_explorer_resamples_when_a_slider_moves() -> None:
     assert greedy in out.value
     seed.value = 4
     assert greedy in out.value, "greedy decoding does not depend on the seed"
+
+
+def test_plot_losses_draws_both_curves_with_a_tokens_axis() -> None:
+    import matplotlib.pyplot as plt
+
+    from companion.history import TrainHistory
+    from companion.plots import plot_losses
+
+    history = TrainHistory(steps=[10, 20, 30], tokens_seen=[640, 1280, 1920], train_loss=[5.0, 4.0, 3.5],
+                           val_loss=[5.2, None, 3.9], lr=[1e-3] * 3)
+    fig = plot_losses(history, title="run")
+    ax = fig.axes[0]
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert list(lines["training loss"].get_xdata()) == [10, 20, 30]
+    assert list(lines["validation loss"].get_xdata()) == [10, 30]  # the None point is left out
+    assert list(lines["validation loss"].get_ydata()) == [5.2, 3.9]
+    top = [child for child in ax.get_children() if type(child).__name__ == "SecondaryAxis"]
+    assert len(top) == 1 and top[0].get_xlabel() == "tokens seen"
+    forward, inverse = top[0]._functions
+    assert forward(15.0) == pytest.approx(960.0) and inverse(1920.0) == pytest.approx(30.0)
+    assert forward(40.0) == pytest.approx(2560.0)  # linear beyond the last point
+    plt.close(fig)
+    with pytest.raises(ValueError, match="no evaluation point"):
+        plot_losses(TrainHistory())

@@ -1,0 +1,372 @@
+"""Files: where the package keeps things, how it writes them, how it downloads them.
+
+Every file the package writes, and every file it downloads, goes through this module,
+so the rules below hold everywhere (data files, the course's models, checkpoints,
+tokenizers, GPT-2's weights):
+
+* **One cache-folder rule.** ``cache_folder(kind, env_var)``: the folder named by the
+  environment variable if it is set, else ``$XDG_CACHE_HOME/companion/<kind>``, else
+  ``~/.cache/companion/<kind>``.
+* **All-or-nothing writes.** ``atomic_write`` writes a file under a temporary name in
+  the same folder, flushes it to disk and renames it into place; ``atomic_folder`` does
+  the same for a whole folder, keeping the previous folder until the new one is whole.
+  A crash leaves either the old content or the new, never a mixture, and never
+  deletes what was there before the new content is complete.
+* **Verified downloads.** ``fetch_verified`` downloads to a temporary file, checks the
+  SHA-256 (after an optional unpacking step), and only then renames the file into the
+  cache. A file whose hash does not match is never used or kept.
+
+Why not ``pooch``: the course needs the hash checked on the *unpacked* file (the SMS
+archive is recorded by the hash of its member with normalised line endings), a cache
+that may be read-only, errors that say how to place a file by hand, and the same
+atomic writes for files the package makes itself (checkpoints, tokenizers). One small
+module does all of it with the standard library.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import http.client
+import os
+import shutil
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+__all__ = [
+    "ChecksumError",
+    "DownloadError",
+    "atomic_folder",
+    "atomic_write",
+    "cache_folder",
+    "download",
+    "fetch_verified",
+    "file_digest",
+    "folder_backups",
+    "recover_folder",
+    "sha256_of",
+]
+
+_CHUNK_BYTES = 1 << 16
+DEFAULT_TIMEOUT_S = 30.0
+"""Seconds a download may wait for the server before it gives up."""
+
+
+class DownloadError(RuntimeError):
+    """A file is not in the cache and could not be downloaded, verified and cached."""
+
+
+class ChecksumError(DownloadError):
+    """Downloaded bytes do not hash to the recorded SHA-256 (they are not kept)."""
+
+
+# --------------------------------------------------------------------------- #
+# Where things are kept
+# --------------------------------------------------------------------------- #
+def cache_folder(kind: str, env_var: str) -> Path:
+    """The package's cache folder for ``kind`` (``"data"``, ``"models"``, ``"gpt2"``).
+
+    ``$<env_var>`` if set, else ``$XDG_CACHE_HOME/companion/<kind>`` if that is set,
+    else ``~/.cache/companion/<kind>``. The folder may not exist yet: nothing is created.
+    """
+    configured = os.environ.get(env_var)
+    if configured:
+        return Path(configured).expanduser()
+    xdg_cache = os.environ.get("XDG_CACHE_HOME")
+    root = Path(xdg_cache).expanduser() if xdg_cache else Path.home() / ".cache"
+    return root / "companion" / kind
+
+
+def file_digest(path: str | os.PathLike[str], algorithm: str = "sha256") -> str:
+    """The hex digest of a file (``hashlib`` algorithm name), read in chunks."""
+    digest = hashlib.new(algorithm)
+    with open(path, "rb") as file:
+        while chunk := file.read(_CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def sha256_of(path: str | os.PathLike[str]) -> str:
+    """The hex SHA-256 of a file."""
+    return file_digest(path, "sha256")
+
+
+# --------------------------------------------------------------------------- #
+# All-or-nothing writes
+# --------------------------------------------------------------------------- #
+def _fsync(path: Path) -> None:
+    """Flush a file's or folder's data to disk (a no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _remove_quietly(path: Path) -> None:
+    """Remove a leftover temporary file or folder; never raise (the cache may be read-only)."""
+    with contextlib.suppress(OSError):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def _naming_target(err: OSError, target: Path, action: str) -> OSError:
+    """The same kind of error, with a message that names ``target`` rather than a temporary file."""
+    parent = target.parent
+    if isinstance(err, FileNotFoundError) and not parent.is_dir():
+        hint = f"the folder {parent} does not exist; create it first"
+    else:
+        hint = err.strerror or str(err)
+    new = type(err)(err.errno or errno.EIO, f"cannot {action} {target}: {hint}")
+    new.filename = str(target)
+    return new
+
+
+def atomic_write(path: str | os.PathLike[str], data: bytes | str, *, encoding: str = "utf-8") -> Path:
+    """Write ``data`` to ``path`` all at once: a reader sees the old file or the new, never half.
+
+    The bytes go to a hidden temporary file in the same folder, are flushed to disk,
+    and the file is renamed over ``path`` (an atomic step on one file system).
+
+    Args:
+        path: The file to write; its folder must exist.
+        data: Bytes, or text encoded with ``encoding``.
+
+    Returns:
+        ``path`` as a ``Path``.
+
+    Raises:
+        OSError: The file cannot be written (the message names ``path``, not the
+            temporary file); nothing is left behind and an old file is untouched.
+    """
+    target = Path(path)
+    payload = data.encode(encoding) if isinstance(data, str) else bytes(data)
+    tmp = target.parent / f".{target.name}.{uuid.uuid4().hex}.tmp"
+    try:
+        with open(tmp, "xb") as file:
+            file.write(payload)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp, target)
+    except OSError as err:
+        _remove_quietly(tmp)
+        raise _naming_target(err, target, "write") from err
+    except BaseException:
+        _remove_quietly(tmp)
+        raise
+    _fsync(target.parent)
+    return target
+
+
+def folder_backups(target: Path, is_complete: Callable[[Path], bool]) -> list[Path]:
+    """Complete backups an interrupted ``atomic_folder`` left next to ``target``, newest first."""
+    if not target.parent.is_dir():
+        return []
+    found = [p for p in target.parent.glob(f".{target.name}.old-*") if p.is_dir() and is_complete(p)]
+    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
+
+
+def recover_folder(target: Path, is_complete: Callable[[Path], bool]) -> None:
+    """Tidy what an interrupted ``atomic_folder`` left: put a backup back, drop the rest.
+
+    If ``target`` is missing and a complete backup exists, the newest backup is renamed
+    back to ``target``. Every other temporary or backup folder of ``target`` (complete
+    or half-deleted) is removed, quietly.
+    """
+    if not target.parent.is_dir():
+        return
+    if not target.exists():
+        backups = folder_backups(target, is_complete)
+        if backups:
+            with contextlib.suppress(OSError):
+                os.replace(backups[0], target)
+    for leftover in (*target.parent.glob(f".{target.name}.tmp-*"), *target.parent.glob(f".{target.name}.old-*")):
+        _remove_quietly(leftover)
+
+
+@contextlib.contextmanager
+def atomic_folder(target: str | os.PathLike[str]) -> Iterator[Path]:
+    """Build a folder under a temporary name, then swap it in for ``target`` in one step.
+
+    Usage::
+
+        with atomic_folder(out) as tmp:
+            (tmp / "weights.bin").write_bytes(...)
+
+    When the block ends normally, every file is flushed to disk and the temporary
+    folder renamed to ``target``. An existing ``target`` is first renamed to a hidden
+    backup (``.<name>.old-<hex>``), the new folder renamed into place, and the backup
+    removed; if the process dies between the two renames, the backup is still whole and
+    ``recover_folder`` puts it back. If the block raises, the temporary folder is removed
+    and ``target`` is untouched.
+
+    Raises:
+        OSError: The folder cannot be created or renamed (the message names ``target``).
+    """
+    final = Path(target)
+    tmp = final.parent / f".{final.name}.tmp-{uuid.uuid4().hex}"
+    try:
+        tmp.mkdir()
+    except OSError as err:
+        raise _naming_target(err, final, "create") from err
+    try:
+        yield tmp
+        for file in tmp.rglob("*"):
+            if file.is_file():
+                _fsync(file)
+        _fsync(tmp)
+        try:
+            if final.exists():
+                backup = final.parent / f".{final.name}.old-{uuid.uuid4().hex}"
+                os.replace(final, backup)
+                try:
+                    os.replace(tmp, final)
+                except BaseException:
+                    os.replace(backup, final)  # put the old folder back
+                    raise
+                _remove_quietly(backup)
+            else:
+                os.replace(tmp, final)
+        except OSError as err:
+            raise _naming_target(err, final, "replace") from err
+        _fsync(final.parent)
+    finally:
+        _remove_quietly(tmp)  # already gone after a successful rename
+
+
+# --------------------------------------------------------------------------- #
+# Downloads
+# --------------------------------------------------------------------------- #
+def download(url: str, path: Path, *, desc: str, progress: bool, timeout: float = DEFAULT_TIMEOUT_S) -> None:
+    """Stream ``url`` into a new file at ``path`` with a progress bar; raise if cut short.
+
+    ``path`` must not exist (it is opened with ``"xb"``): callers write to a temporary
+    name and rename it once the content is checked. Network failures raise
+    ``urllib.error.URLError``, ``http.client.HTTPException`` or ``OSError``.
+    """
+    request = urllib.request.Request(url, headers={"User-Agent": "companion/1"})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        length_header = response.headers.get("Content-Length")
+        expected = int(length_header) if length_header and length_header.isdigit() else None
+        received = 0
+        with (
+            open(path, "xb") as file,
+            tqdm(total=expected, unit="B", unit_scale=True, unit_divisor=1024, desc=desc, disable=not progress) as bar,
+        ):
+            while chunk := response.read(_CHUNK_BYTES):
+                file.write(chunk)
+                received += len(chunk)
+                bar.update(len(chunk))
+    # http.client returns b"" rather than raising when the server closes early.
+    if expected is not None and received != expected:
+        raise http.client.IncompleteRead(b"", expected - received)
+
+
+def fetch_verified(
+    url: str,
+    target: str | os.PathLike[str],
+    *,
+    sha256: str | None,
+    unpack: Callable[[Path], bytes | None] | None = None,
+    progress: bool = True,
+    timeout: float = DEFAULT_TIMEOUT_S,
+    by_hand: str = "",
+) -> Path:
+    """Return ``target``, downloading and verifying it first unless a good copy is there.
+
+    * A cached ``target`` whose SHA-256 equals ``sha256`` is returned at once, without
+      touching the network (so a read-only cache works).
+    * Otherwise ``url`` is downloaded to a temporary file next to ``target``; ``unpack``
+      (if given) turns the download into the bytes to keep (``None`` when it cannot);
+      their SHA-256 is checked; only then are they renamed to ``target``.
+    * ``sha256=None`` means no hash is known in advance: the first good download's hash
+      is written next to the file (``<name>.sha256``) and every later use checks the
+      file against it.
+
+    Args:
+        url: Where to download from.
+        target: The cached file.
+        sha256: Expected hex SHA-256 of the kept bytes, or ``None`` (see above).
+        unpack: ``unpack(downloaded_path) -> bytes | None``, e.g. extract a ZIP member.
+        progress: Show a ``tqdm`` progress bar while downloading.
+        timeout: Seconds to wait for the server.
+        by_hand: A sentence telling a person how to put the file in place themselves;
+            every error ends with it.
+
+    Raises:
+        DownloadError: The download failed (offline, refused, timed out, cut short,
+            not unpackable) or the cache folder cannot be written.
+        ChecksumError: The bytes have the wrong SHA-256 (nothing is kept).
+    """
+    final = Path(target)
+    folder = final.parent
+    sidecar = final.with_name(final.name + ".sha256")
+    expected = sha256
+    if expected is None and sidecar.is_file():
+        expected = sidecar.read_text(encoding="ascii").strip() or None
+    stale_note = ""
+    if final.is_file():
+        actual = sha256_of(final)
+        if expected is None or actual == expected:
+            return final
+        stale_note = (
+            f" The cached copy {final} has SHA-256 {actual}, not {expected}, so it is not trusted; "
+            "it was left in place."
+        )
+    tail = f"{stale_note} {by_hand}".rstrip()
+
+    def failed(reason: str) -> DownloadError:
+        return DownloadError(f"Could not get {final.name} from {url} into {folder}: {reason}.{tail}")
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise failed(f"the folder cannot be created ({err})") from err
+
+    downloaded = folder / f".{final.name}.{uuid.uuid4().hex}.part"
+    unpacked = folder / f".{final.name}.{uuid.uuid4().hex}.unpacked.part"
+    try:
+        try:
+            download(url, downloaded, desc=final.name, progress=progress, timeout=timeout)
+        except (urllib.error.URLError, http.client.HTTPException, OSError) as err:
+            raise failed(f"{type(err).__name__}: {err}") from err
+        candidate = downloaded
+        if unpack is not None:
+            content = unpack(downloaded)
+            if content is None:
+                raise failed("the download could not be unpacked")
+            try:
+                with open(unpacked, "xb") as file:
+                    file.write(content)
+            except OSError as err:
+                raise failed(f"{type(err).__name__}: {err}") from err
+            candidate = unpacked
+        actual = sha256_of(candidate)
+        if expected is not None and actual != expected:
+            raise ChecksumError(
+                f"{final.name} downloaded from {url} has SHA-256 {actual}, expected {expected}; the "
+                f"bytes were discarded and nothing was written to {folder}.{tail}"
+            )
+        try:
+            os.replace(candidate, final)
+            if expected is None:
+                atomic_write(sidecar, actual + "\n")
+        except OSError as err:
+            raise failed(f"{type(err).__name__}: {err}") from err
+    finally:
+        _remove_quietly(downloaded)
+        _remove_quietly(unpacked)
+    return final
