@@ -1,41 +1,52 @@
 """Tests for companion.data: the file registry, the download cache, and sliding windows.
 
-Downloads are tested for real, over HTTP, against a server on the loopback interface
-that serves the course's own files from the shared data folder (``../shared/data``
-from the repository root, or ``$COMPANION_SHARED_DATA``). Nothing leaves the machine.
+Downloads are tested for real, over HTTP, against ``pytest-httpserver``'s server on the
+loopback interface (fixture ``httpserver``), which serves the course's own files from
+the shared data folder (``../shared/data`` from the repository root, or
+``$COMPANION_SHARED_DATA``). Nothing leaves the machine.
+
+The tests run as root on CI, and root ignores file permissions, so a read-only cache is
+simulated: ``make_read_only`` makes every write, rename or removal inside a folder raise
+``OSError(EROFS)``, as a read-only mount does.
 """
 
 from __future__ import annotations
 
+import builtins
+import errno
 import hashlib
 import io
+import logging
 import os
 import re
 import socket
-import sys
 import threading
 import time
 import zipfile
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import tiktoken
 import torch
+from pytest_httpserver import HTTPServer
+from werkzeug import Request, Response
 
-from companion import data
+from companion import data, files
 from companion.data import (
     DATA_DIR_ENV,
     DATASETS,
     ChecksumError,
-    DataUnavailableError,
+    DownloadError,
     SlidingWindowDataset,
     create_dataloader,
     fetch,
     load_json,
     read_text,
-    sha256_of,
 )
+from companion.files import sha256_of
+from companion.tokenizers import ENDOFTEXT, BPETokenizer
 
 
 def _shared_data_dir() -> Path:
@@ -69,71 +80,23 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return folder
 
 
-# --------------------------------------------------------------------------- #
-# A local HTTP server
-# --------------------------------------------------------------------------- #
-class _Routes:
-    """What the test server answers, and a log of the paths it was asked for."""
-
-    def __init__(self) -> None:
-        self.bodies: dict[str, tuple[bytes, str]] = {}
-        self.requests: list[str] = []
-        self.base = ""
-
-    def serve(self, path: str, body: bytes, mode: str = "ok") -> str:
-        """Serve ``body`` at ``path``; mode "truncate" cuts it short, "slow" stalls."""
-        self.bodies[path] = (body, mode)
-        return self.base + path
-
-
-class _Handler(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 (the name http.server calls)
-        routes: _Routes = self.server.routes  # type: ignore[attr-defined]
-        routes.requests.append(self.path)
-        if self.path not in routes.bodies:
-            self.send_error(404)
-            return
-        body, mode = routes.bodies[self.path]
-        if mode == "slow":
-            time.sleep(1.0)
-        self.send_response(200)
-        self.send_header("Content-Type", "application/octet-stream")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if mode == "truncate":
-            # Promise the whole body, send half of it, then close the connection.
-            self.wfile.write(body[: len(body) // 2])
-            self.close_connection = True
-            return
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:  # keep test output clean
-        pass
-
-
-class _QuietServer(ThreadingHTTPServer):
-    """Clients that give up mid-response (timeouts, aborted downloads) are expected here."""
-
-    def handle_error(self, request: object, client_address: object) -> None:
-        if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
-            super().handle_error(request, client_address)
-
-
 @pytest.fixture
-def server():
-    """A threaded HTTP server on 127.0.0.1 (a free port), stopped after the test."""
-    httpd = _QuietServer(("127.0.0.1", 0), _Handler)
-    routes = _Routes()
-    routes.base = f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.routes = routes  # type: ignore[attr-defined]
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield routes
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(timeout=5)
+def verdict_bytes(shared: Path) -> bytes:
+    return (shared / "the-verdict.txt").read_bytes()
+
+
+# --------------------------------------------------------------------------- #
+# Helpers: what the server answers, what a folder holds, what an error says
+# --------------------------------------------------------------------------- #
+def _serve(httpserver: HTTPServer, path: str, body: bytes) -> str:
+    """Serve ``body`` at ``path`` and return its URL."""
+    httpserver.expect_request(path).respond_with_data(body, content_type="application/octet-stream")
+    return httpserver.url_for(path)
+
+
+def _requested(httpserver: HTTPServer) -> list[str]:
+    """The paths the server was asked for, in order."""
+    return [request.path for request, _ in httpserver.log]
 
 
 def _refused_url() -> str:
@@ -154,6 +117,100 @@ def _crlf_zip(member: str, content: bytes) -> bytes:
 def _listing(folder: Path) -> list[str]:
     """Everything in a folder, hidden temporary files included."""
     return sorted(p.name for p in folder.iterdir())
+
+
+def _assert_explains(message: str, name: str, url: str, folder: Path) -> None:
+    """A download error names the file, the URL and the folder, and says how to fix it by hand."""
+    entry = DATASETS[name]
+    assert entry.filename in message
+    assert url in message
+    assert str(folder) in message
+    assert "by hand" in message
+    assert entry.url in message  # where to get it by hand
+    assert str(folder / entry.filename) in message  # where to put it
+    assert entry.sha256 in message  # what it must hash to
+    assert DATA_DIR_ENV in message  # or where to point the cache
+
+
+def _erofs(path: Any) -> OSError:
+    return OSError(errno.EROFS, os.strerror(errno.EROFS), os.fspath(path))
+
+
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+
+
+def make_read_only(monkeypatch: pytest.MonkeyPatch, folder: Path) -> None:
+    """Make ``folder`` behave like a read-only file system, for root too.
+
+    Opening a file inside it for writing, creating, renaming or removing anything in it
+    raises ``OSError(EROFS)``. As on Linux, removing a file that does not exist raises
+    EROFS too, not ENOENT; ``mkdir`` of a folder that exists still raises EEXIST.
+    Reading is unaffected.
+    """
+    root = folder.resolve()
+
+    def inside(path: Any) -> bool:
+        if isinstance(path, int):
+            return False
+        resolved = Path(os.fsdecode(path)).resolve()
+        return resolved == root or root in resolved.parents
+
+    real_open = builtins.open
+
+    def fake_open(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+        if any(c in mode for c in "wxa+") and inside(file):
+            raise _erofs(file)
+        return real_open(file, mode, *args, **kwargs)
+
+    real_os_open = os.open
+
+    def fake_os_open(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        if flags & _WRITE_FLAGS and inside(path):
+            raise _erofs(path)
+        return real_os_open(path, flags, *args, **kwargs)
+
+    def refuse_one(real: Callable[..., Any]) -> Callable[..., Any]:
+        def fake(path: Any, *args: Any, **kwargs: Any) -> Any:
+            if inside(path):
+                raise _erofs(path)
+            return real(path, *args, **kwargs)
+
+        return fake
+
+    def refuse_two(real: Callable[..., Any]) -> Callable[..., Any]:
+        def fake(src: Any, dst: Any, *args: Any, **kwargs: Any) -> Any:
+            if inside(src) or inside(dst):
+                raise _erofs(dst)
+            return real(src, dst, *args, **kwargs)
+
+        return fake
+
+    real_mkdir = os.mkdir
+
+    def fake_mkdir(path: Any, *args: Any, **kwargs: Any) -> None:
+        if inside(path):
+            if os.path.lexists(path):
+                raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), os.fspath(path))
+            raise _erofs(path)
+        real_mkdir(path, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", fake_open)
+    monkeypatch.setattr(io, "open", fake_open)
+    monkeypatch.setattr(os, "open", fake_os_open)
+    for name in ("unlink", "remove", "rmdir"):
+        monkeypatch.setattr(os, name, refuse_one(getattr(os, name)))
+    for name in ("replace", "rename"):
+        monkeypatch.setattr(os, name, refuse_two(getattr(os, name)))
+    monkeypatch.setattr(os, "mkdir", fake_mkdir)
+
+    # The simulation itself: writing and removing fail as on a read-only mount.
+    probe = folder / ".probe"
+    with pytest.raises(OSError) as wrote:
+        probe.write_bytes(b"")
+    with pytest.raises(OSError) as removed:
+        probe.unlink(missing_ok=True)
+    assert wrote.value.errno == removed.value.errno == errno.EROFS
+    folder.mkdir(parents=True, exist_ok=True)  # an existing folder is fine
 
 
 # --------------------------------------------------------------------------- #
@@ -182,7 +239,7 @@ def test_registry_matches_manifest_and_files(shared: Path) -> None:
         assert entry.name == name
         path = shared / entry.filename
         assert path.stat().st_size == entry.size, name
-        assert sha256_of(path) == entry.sha256, name
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == entry.sha256, name
 
 
 def test_registry_entries_are_frozen() -> None:
@@ -197,6 +254,13 @@ def test_unknown_name_lists_the_known_names(cache: Path) -> None:
     assert "the-verdikt" in message
     assert all(name in message for name in DATASETS)
     assert not cache.exists()
+
+
+def test_errors_are_the_files_modules_errors() -> None:
+    assert data.DownloadError is files.DownloadError
+    assert data.ChecksumError is files.ChecksumError
+    assert issubclass(ChecksumError, DownloadError)
+    assert not hasattr(data, "DataUnavailableError")
 
 
 # --------------------------------------------------------------------------- #
@@ -223,184 +287,261 @@ def test_data_dir_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
 # --------------------------------------------------------------------------- #
 # fetch: downloads over HTTP
 # --------------------------------------------------------------------------- #
-def test_download_into_empty_cache(cache: Path, shared: Path, server: _Routes) -> None:
-    good = (shared / "the-verdict.txt").read_bytes()
-    url = server.serve("/the-verdict.txt", good)
+def test_download_into_empty_cache(cache: Path, verdict_bytes: bytes, httpserver: HTTPServer) -> None:
+    url = _serve(httpserver, "/the-verdict.txt", verdict_bytes)
     path = fetch("the-verdict", url=url, progress=False)
     assert path == cache / "the-verdict.txt"
-    assert path.read_bytes() == good
-    assert sha256_of(path) == DATASETS["the-verdict"].sha256
-    assert server.requests == ["/the-verdict.txt"]
-    assert _listing(cache) == ["the-verdict.txt"]
+    assert path.read_bytes() == verdict_bytes
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == DATASETS["the-verdict"].sha256
+    assert _requested(httpserver) == ["/the-verdict.txt"]
+    assert _listing(cache) == ["the-verdict.txt"]  # no temporary file, no hash file
 
 
-def test_second_fetch_uses_the_cache(cache: Path, shared: Path, server: _Routes) -> None:
-    url = server.serve("/the-verdict.txt", (shared / "the-verdict.txt").read_bytes())
+def test_second_fetch_uses_the_cache(cache: Path, verdict_bytes: bytes, httpserver: HTTPServer) -> None:
+    url = _serve(httpserver, "/the-verdict.txt", verdict_bytes)
     first = fetch("the-verdict", url=url, progress=False)
     second = fetch("the-verdict", url=url, progress=False)
     third = fetch("the-verdict", progress=False)  # the canonical URL is never tried
     assert first == second == third
-    assert server.requests == ["/the-verdict.txt"]
+    assert _requested(httpserver) == ["/the-verdict.txt"]
 
 
 def test_read_only_seeded_cache_needs_no_network(
-    shared: Path, server: _Routes, monkeypatch: pytest.MonkeyPatch
+    shared: Path, httpserver: HTTPServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # What CI does: point the variable at the read-only shared folder.
+    # What CI does: point the variable at the shared folder, which it may not write.
     monkeypatch.setenv(DATA_DIR_ENV, str(shared))
+    make_read_only(monkeypatch, shared)
     for name, entry in DATASETS.items():
-        url = server.serve(f"/{entry.filename}", b"never served")
+        url = _serve(httpserver, f"/{entry.filename}", b"never served")
         assert fetch(name, url=url, progress=False) == shared / entry.filename
-    assert server.requests == []
+    assert _requested(httpserver) == []
 
 
 def test_read_only_copy_of_the_cache(
-    tmp_path: Path, shared: Path, server: _Routes, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, verdict_bytes: bytes, httpserver: HTTPServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     folder = tmp_path / "seeded"
     folder.mkdir()
-    (folder / "the-verdict.txt").write_bytes((shared / "the-verdict.txt").read_bytes())
+    (folder / "the-verdict.txt").write_bytes(verdict_bytes)
     folder.chmod(0o555)
     (folder / "the-verdict.txt").chmod(0o444)
     monkeypatch.setenv(DATA_DIR_ENV, str(folder))
     try:
-        url = server.serve("/the-verdict.txt", b"never served")
+        make_read_only(monkeypatch, folder)
+        url = _serve(httpserver, "/the-verdict.txt", b"never served")
         assert fetch("the-verdict", url=url, progress=False) == folder / "the-verdict.txt"
-        assert server.requests == []
+        assert read_text("the-verdict", progress=False) == verdict_bytes.decode("utf-8")
+        assert _requested(httpserver) == []
         assert _listing(folder) == ["the-verdict.txt"]
     finally:
         folder.chmod(0o755)
 
 
-def test_corrupted_download_raises_and_keeps_nothing(
-    cache: Path, shared: Path, server: _Routes
+@pytest.mark.parametrize("cached", ["nothing", "a stale copy"])
+def test_read_only_cache_without_the_file_reports_the_download_error(
+    cached: str,
+    tmp_path: Path,
+    verdict_bytes: bytes,
+    httpserver: HTTPServer,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    bad = bytearray((shared / "the-verdict.txt").read_bytes())
+    # Failure mode: the cleanup of the ``.part`` file raised EROFS and replaced the
+    # error that says why the file could not be cached.
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    stale = b"an old, wrong copy\n"
+    if cached == "a stale copy":
+        (folder / "the-verdict.txt").write_bytes(stale)
+    monkeypatch.setenv(DATA_DIR_ENV, str(folder))
+    make_read_only(monkeypatch, folder)
+    url = _serve(httpserver, "/the-verdict.txt", verdict_bytes)
+    with pytest.raises(DownloadError) as info:
+        fetch("the-verdict", url=url, progress=False)
+    message = str(info.value)
+    assert os.strerror(errno.EROFS) in message  # why: the folder cannot be written
+    _assert_explains(message, "the-verdict", url, folder)
+    assert isinstance(info.value.__cause__, OSError) and info.value.__cause__.errno == errno.EROFS
+    if cached == "a stale copy":
+        assert "not trusted" in message
+        assert (folder / "the-verdict.txt").read_bytes() == stale
+        assert _listing(folder) == ["the-verdict.txt"]
+    else:
+        assert _listing(folder) == []
+
+
+def test_cache_folder_that_cannot_be_created(
+    tmp_path: Path, httpserver: HTTPServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder\n", encoding="utf-8")
+    folder = blocker / "cache"
+    monkeypatch.setenv(DATA_DIR_ENV, str(folder))
+    url = _serve(httpserver, "/the-verdict.txt", b"never served")
+    with pytest.raises(DownloadError, match="cannot be created") as info:
+        fetch("the-verdict", url=url, progress=False)
+    _assert_explains(str(info.value), "the-verdict", url, folder)
+    assert _requested(httpserver) == []
+
+
+def test_corrupted_download_raises_and_keeps_nothing(cache: Path, verdict_bytes: bytes, httpserver: HTTPServer) -> None:
+    bad = bytearray(verdict_bytes)
     bad[100] ^= 0xFF
-    url = server.serve("/the-verdict.txt", bytes(bad))
+    url = _serve(httpserver, "/the-verdict.txt", bytes(bad))
     with pytest.raises(ChecksumError) as info:
         fetch("the-verdict", url=url, progress=False)
     message = str(info.value)
-    assert DATASETS["the-verdict"].sha256 in message
-    assert hashlib.sha256(bytes(bad)).hexdigest() in message
-    assert url in message
-    assert isinstance(info.value, DataUnavailableError)
+    assert hashlib.sha256(bytes(bad)).hexdigest() in message  # what arrived
+    _assert_explains(message, "the-verdict", url, cache)
+    assert isinstance(info.value, DownloadError)
     assert _listing(cache) == []
 
 
-def test_connection_dropped_mid_file(cache: Path, shared: Path, server: _Routes) -> None:
-    url = server.serve("/the-verdict.txt", (shared / "the-verdict.txt").read_bytes(), "truncate")
-    with pytest.raises(DataUnavailableError) as info:
+def test_connection_dropped_mid_file(cache: Path, verdict_bytes: bytes, httpserver: HTTPServer) -> None:
+    # The server promises the whole file (Content-Length), sends half, and closes.
+    short = Response(verdict_bytes[: len(verdict_bytes) // 2], content_type="application/octet-stream")
+    short.headers["Content-Length"] = str(len(verdict_bytes))
+    httpserver.expect_request("/the-verdict.txt").respond_with_response(short)
+    url = httpserver.url_for("/the-verdict.txt")
+    with pytest.raises(DownloadError) as info:
         fetch("the-verdict", url=url, progress=False)
     assert not isinstance(info.value, ChecksumError)
     assert "IncompleteRead" in str(info.value)
+    _assert_explains(str(info.value), "the-verdict", url, cache)
     assert _listing(cache) == []
 
 
-def test_http_error_is_unavailable(cache: Path, server: _Routes) -> None:
-    url = server.base + "/missing.txt"
-    with pytest.raises(DataUnavailableError, match="404"):
+def test_http_404(cache: Path, httpserver: HTTPServer) -> None:
+    httpserver.expect_request("/missing.txt").respond_with_data("no such file", status=404)
+    url = httpserver.url_for("/missing.txt")
+    with pytest.raises(DownloadError, match="404") as info:
         fetch("the-verdict", url=url, progress=False)
+    assert not isinstance(info.value, ChecksumError)
+    _assert_explains(str(info.value), "the-verdict", url, cache)
     assert _listing(cache) == []
 
 
-def test_timeout_is_unavailable(cache: Path, shared: Path, server: _Routes) -> None:
-    url = server.serve("/the-verdict.txt", (shared / "the-verdict.txt").read_bytes(), "slow")
-    with pytest.raises(DataUnavailableError, match="timed out"):
-        fetch("the-verdict", url=url, progress=False, timeout=0.2)
+def test_timeout(cache: Path, verdict_bytes: bytes, httpserver: HTTPServer) -> None:
+    release = threading.Event()
+
+    def stall(request: Request) -> Response:
+        release.wait(10)  # answer only after the client has given up
+        return Response(verdict_bytes)
+
+    httpserver.expect_request("/the-verdict.txt").respond_with_handler(stall)
+    url = httpserver.url_for("/the-verdict.txt")
+    try:
+        with pytest.raises(DownloadError, match="timed out") as info:
+            fetch("the-verdict", url=url, progress=False, timeout=0.2)
+    finally:
+        release.set()
+        # Let the server finish the late answer, so that it is not logged in the next test.
+        deadline = time.monotonic() + 10
+        while not httpserver.log and time.monotonic() < deadline:
+            time.sleep(0.01)
+    _assert_explains(str(info.value), "the-verdict", url, cache)
     assert _listing(cache) == []
 
 
-def test_offline_message_says_what_to_do(cache: Path) -> None:
+def test_refused_connection_says_what_to_do(cache: Path) -> None:
     url = _refused_url()
-    with pytest.raises(DataUnavailableError) as info:
+    with pytest.raises(DownloadError) as info:
         fetch("the-verdict", url=url, progress=False)
-    message = str(info.value)
-    assert "the-verdict.txt" in message
-    assert url in message
-    assert str(cache) in message
-    assert str(cache / "the-verdict.txt") in message  # where to put it by hand
-    assert DATA_DIR_ENV in message
-    assert DATASETS["the-verdict"].url in message  # where to get it by hand
+    assert "refused" in str(info.value).lower()
+    _assert_explains(str(info.value), "the-verdict", url, cache)
     assert _listing(cache) == []
 
 
-def test_corrupted_cached_file_is_replaced(cache: Path, shared: Path, server: _Routes) -> None:
-    good = (shared / "the-verdict.txt").read_bytes()
+def test_corrupted_cached_file_is_replaced(cache: Path, verdict_bytes: bytes, httpserver: HTTPServer) -> None:
     cache.mkdir()
-    (cache / "the-verdict.txt").write_bytes(good[:-1] + b"?")
-    url = server.serve("/the-verdict.txt", good)
+    (cache / "the-verdict.txt").write_bytes(verdict_bytes[:-1] + b"?")
+    url = _serve(httpserver, "/the-verdict.txt", verdict_bytes)
     path = fetch("the-verdict", url=url, progress=False)
-    assert path.read_bytes() == good
-    assert server.requests == ["/the-verdict.txt"]
+    assert path.read_bytes() == verdict_bytes
+    assert _requested(httpserver) == ["/the-verdict.txt"]
     assert _listing(cache) == ["the-verdict.txt"]
 
 
-def test_corrupted_cached_file_is_not_replaced_by_a_bad_download(
-    cache: Path, shared: Path, server: _Routes
-) -> None:
+def test_corrupted_cached_file_is_not_replaced_by_a_bad_download(cache: Path, httpserver: HTTPServer) -> None:
     stale = b"an old, wrong copy\n"
     cache.mkdir()
     (cache / "the-verdict.txt").write_bytes(stale)
-    url = server.serve("/the-verdict.txt", b"also wrong\n")
-    with pytest.raises(ChecksumError, match="not trusted"):
+    url = _serve(httpserver, "/the-verdict.txt", b"also wrong\n")
+    with pytest.raises(ChecksumError, match="not trusted") as info:
         fetch("the-verdict", url=url, progress=False)
+    _assert_explains(str(info.value), "the-verdict", url, cache)
     assert (cache / "the-verdict.txt").read_bytes() == stale
     assert _listing(cache) == ["the-verdict.txt"]
 
 
-def test_interrupted_download_leaves_no_temporary_file(
-    cache: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_interrupted_download_leaves_no_temporary_file(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    started: list[Path] = []
+
     def interrupted(url: str, path: Path, **kwargs: object) -> None:
         path.write_bytes(b"half a file")
+        started.append(path)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(data, "download_file", interrupted)
+    monkeypatch.setattr(files, "download", interrupted)
     with pytest.raises(KeyboardInterrupt):
         fetch("the-verdict", progress=False)
+    assert len(started) == 1 and started[0].parent == cache  # the download did begin
     assert _listing(cache) == []
 
 
-def test_sms_zip_is_extracted_and_normalised(cache: Path, shared: Path, server: _Routes) -> None:
+def test_sms_zip_is_extracted_and_normalised(cache: Path, shared: Path, httpserver: HTTPServer) -> None:
     entry = DATASETS["sms-spam"]
     lf = (shared / "SMSSpamCollection").read_bytes()
     archive = _crlf_zip(entry.member, lf)
-    url = server.serve("/sms+spam+collection.zip", archive)
+    assert b"\r\n" in zipfile.ZipFile(io.BytesIO(archive)).read(entry.member)
+    url = _serve(httpserver, "/sms+spam+collection.zip", archive)
     path = fetch("sms-spam", url=url, progress=False)
     assert path == cache / "SMSSpamCollection"
+    assert path.read_bytes() == lf
     assert sha256_of(path) == entry.sha256
     assert b"\r" not in path.read_bytes()
     assert _listing(cache) == ["SMSSpamCollection"]  # no zip, no temporary files
 
 
-def test_sms_download_that_is_not_a_zip(cache: Path, server: _Routes) -> None:
-    url = server.serve("/sms+spam+collection.zip", b"<html>not an archive</html>")
-    with pytest.raises(DataUnavailableError, match="not a ZIP archive"):
+@pytest.mark.parametrize(
+    "body",
+    [b"<html>not an archive</html>", _crlf_zip("README.txt", b"an archive without the member\n")],
+    ids=["not-a-zip", "zip-without-the-member"],
+)
+def test_sms_download_that_cannot_be_unpacked(cache: Path, httpserver: HTTPServer, body: bytes) -> None:
+    url = _serve(httpserver, "/sms+spam+collection.zip", body)
+    with pytest.raises(DownloadError, match="could not be unpacked") as info:
         fetch("sms-spam", url=url, progress=False)
+    assert not isinstance(info.value, ChecksumError)
+    message = str(info.value)
+    _assert_explains(message, "sms-spam", url, cache)
+    assert "extract the member 'SMSSpamCollection' with LF line endings" in message
     assert _listing(cache) == []
 
 
 def test_progress_false_prints_nothing(
-    cache: Path, shared: Path, server: _Routes, capfd: pytest.CaptureFixture[str]
+    cache: Path,
+    verdict_bytes: bytes,
+    httpserver: HTTPServer,
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    url = server.serve("/the-verdict.txt", (shared / "the-verdict.txt").read_bytes())
+    caplog.set_level(logging.WARNING, logger="werkzeug")  # the test server's request log
+    url = _serve(httpserver, "/the-verdict.txt", verdict_bytes)
     fetch("the-verdict", url=url, progress=False)
     out, err = capfd.readouterr()
     assert out == "" and err == ""
 
 
 def test_progress_true_shows_a_bar(
-    cache: Path, shared: Path, server: _Routes, capsys: pytest.CaptureFixture[str]
+    cache: Path, verdict_bytes: bytes, httpserver: HTTPServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    url = server.serve("/the-verdict.txt", (shared / "the-verdict.txt").read_bytes())
+    url = _serve(httpserver, "/the-verdict.txt", verdict_bytes)
     fetch("the-verdict", url=url, progress=True)
     assert "the-verdict.txt" in capsys.readouterr().err
 
 
-def test_read_text_and_load_json(
-    shared: Path, server: _Routes, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_read_text_and_load_json(shared: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(DATA_DIR_ENV, str(shared))
     text = read_text("the-verdict", progress=False)
     assert text == (shared / "the-verdict.txt").read_text(encoding="utf-8")
@@ -440,9 +581,7 @@ def test_windows_known_answer() -> None:
 @pytest.mark.parametrize("num_tokens", [6, 7, 17, 40])
 @pytest.mark.parametrize("context_length", [1, 4, 5])
 @pytest.mark.parametrize("stride", [1, 2, 3, 5, 8])
-def test_windows_agree_with_the_books_loop(
-    num_tokens: int, context_length: int, stride: int
-) -> None:
+def test_windows_agree_with_the_books_loop(num_tokens: int, context_length: int, stride: int) -> None:
     ids = [(7 * i + 3) % 50 for i in range(num_tokens)]
     # The chapter's loop: every start i with range(0, len - context_length, stride).
     expected = [
@@ -520,33 +659,13 @@ class WordTokenizer:
         return [self.vocab[word] for word in text.split()]
 
 
-class SpecialAwareTokenizer:
-    """Behaves like tiktoken: refuses <|endoftext|> unless allowed_special lets it in."""
-
-    EOT = 999
-
-    def encode(
-        self, text: str, *, allowed_special: frozenset[str] | set[str] = frozenset()
-    ) -> list[int]:
-        if "<|endoftext|>" in text and "<|endoftext|>" not in allowed_special:
-            raise ValueError("disallowed special token <|endoftext|>")
-        ids: list[int] = []
-        for i, part in enumerate(text.split("<|endoftext|>")):
-            if i:
-                ids.append(self.EOT)
-            ids.extend(len(word) for word in part.split())
-        return ids
-
-
 TEXT = " ".join(f"w{i % 37}" for i in range(201))  # 201 tokens, 37 distinct words
 
 
 def test_dataloader_batches() -> None:
     tokenizer = WordTokenizer(TEXT)
     ids = tokenizer.encode(TEXT)
-    loader = create_dataloader(
-        TEXT, tokenizer, batch_size=4, context_length=8, stride=8, shuffle=False
-    )
+    loader = create_dataloader(TEXT, tokenizer, batch_size=4, context_length=8, stride=8, shuffle=False)
     batches = list(loader)
     assert len(loader) == len(batches) == 25 // 4  # 25 windows, the last 1 dropped
     for b, (x, y) in enumerate(batches):
@@ -575,32 +694,42 @@ def test_dataloader_shuffles_reproducibly() -> None:
     tokenizer = WordTokenizer(TEXT)
 
     def order(seed: int) -> list[list[int]]:
-        loader = create_dataloader(
-            TEXT, tokenizer, batch_size=2, context_length=4, stride=4, seed=seed
-        )
+        loader = create_dataloader(TEXT, tokenizer, batch_size=2, context_length=4, stride=4, seed=seed)
         return [x[:, 0].tolist() for x, _ in loader]
 
     unshuffled = [
         x[:, 0].tolist()
-        for x, _ in create_dataloader(
-            TEXT, tokenizer, batch_size=2, context_length=4, stride=4, shuffle=False
-        )
+        for x, _ in create_dataloader(TEXT, tokenizer, batch_size=2, context_length=4, stride=4, shuffle=False)
     ]
     assert order(123) == order(123)
     assert order(123) != order(7)
     assert order(123) != unshuffled
     # Same windows, only the order differs.
-    assert sorted(sum(order(123), [])) == sorted(sum(unshuffled, []))
+    assert sorted(i for batch in order(123) for i in batch) == sorted(i for batch in unshuffled for i in batch)
 
 
-def test_dataloader_lets_endoftext_through_a_tiktoken_like_tokenizer() -> None:
+def test_dataloader_turns_endoftext_into_its_token_with_a_bpe_tokenizer() -> None:
+    # BPETokenizer.encode refuses special tokens by default; the loader lets them through.
+    tokenizer = BPETokenizer.train("one two three four five six seven", 270)
     text = "one two three <|endoftext|> four five six seven"
+    with pytest.raises(ValueError, match="allowed_special"):
+        tokenizer.encode(text)
+    expected = tokenizer.encode(text, allowed_special={ENDOFTEXT})
+    assert expected.count(tokenizer.eot_token) == 1
     loader = create_dataloader(
-        text, SpecialAwareTokenizer(), batch_size=1, context_length=3, stride=1, shuffle=False
+        text, tokenizer, batch_size=1, context_length=4, stride=4, shuffle=False, drop_last=False
     )
-    inputs = [x[0].tolist() for x, _ in loader]
-    assert inputs[0] == [3, 3, 5]
-    assert inputs[1] == [3, 5, SpecialAwareTokenizer.EOT]
+    ids = [i for x, _ in loader for i in x[0].tolist()]
+    assert ids == expected[: len(ids)]
+    assert tokenizer.eot_token in ids
+
+
+def test_dataloader_calls_a_plain_encode_without_keywords() -> None:
+    # Any object with encode(text) works; it is called with the text alone.
+    text = "w1 w2 <|endoftext|> w3 w4 w5"
+    tokenizer = WordTokenizer(text)
+    loader = create_dataloader(text, tokenizer, batch_size=1, context_length=5, stride=1, shuffle=False)
+    assert [x[0].tolist() for x, _ in loader] == [tokenizer.encode(text)[:5]]
 
 
 def test_dataloader_with_a_real_tiktoken_encoding() -> None:
@@ -612,9 +741,7 @@ def test_dataloader_with_a_real_tiktoken_encoding() -> None:
         special_tokens={"<|endoftext|>": 256},
     )
     text = "ab<|endoftext|>cd"
-    loader = create_dataloader(
-        text, encoding, batch_size=1, context_length=4, stride=1, shuffle=False
-    )
+    loader = create_dataloader(text, encoding, batch_size=1, context_length=4, stride=1, shuffle=False)
     ids = [ord("a"), ord("b"), 256, ord("c"), ord("d")]
     assert [(x[0].tolist(), y[0].tolist()) for x, y in loader] == [(ids[:4], ids[1:])]
 

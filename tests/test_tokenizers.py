@@ -15,6 +15,7 @@ import socket
 from pathlib import Path
 
 import pytest
+import tiktoken
 
 from companion import tokenizers as tk
 from companion.tokenizers import (
@@ -24,10 +25,12 @@ from companion.tokenizers import (
     SimpleTokenizer,
     UnknownTokenError,
     build_vocab,
+    encode_text,
     gpt2_tokenizer,
     split_text,
     train_bpe_naive,
 )
+from companion.tokenizers import gpt2 as gpt2_module
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 COURSE_FILES = [
@@ -144,7 +147,7 @@ def test_simple_tokenizer_without_unk_names_unknown_tokens(verdict: str) -> None
     assert isinstance(info.value, KeyError) and isinstance(info.value, ValueError)
 
     many = " ".join(f"zzz{i}" for i in range(8))
-    with pytest.raises(UnknownTokenError, match="8 token.*and 3 more"):
+    with pytest.raises(UnknownTokenError, match=r"8 token.*and 3 more"):
         tokenizer.encode(many)
 
 
@@ -183,28 +186,28 @@ def test_gpt2_tokenizer_needs_no_network_and_no_cache(monkeypatch: pytest.Monkey
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(cache))
     monkeypatch.setenv("DATA_GYM_CACHE_DIR", str(cache))
     tk.gpt2_tokenizer.cache_clear()
-    tk._gpt2_merges.cache_clear()
+    gpt2_module.gpt2_merges.cache_clear()
     try:
         assert gpt2_tokenizer().encode(HELLO, allowed_special={ENDOFTEXT}) == HELLO_IDS
         assert BPETokenizer.from_gpt2().encode(HELLO, allowed_special={ENDOFTEXT}) == HELLO_IDS
     finally:
         tk.gpt2_tokenizer.cache_clear()
-        tk._gpt2_merges.cache_clear()
+        gpt2_module.gpt2_merges.cache_clear()
     assert list(cache.iterdir()) == []
 
 
 def test_gpt2_files_hash_mismatch_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(tk._GPT2_FILES_SHA256, "vocab.bpe", "0" * 64)
+    monkeypatch.setitem(gpt2_module._GPT2_FILES_SHA256, "vocab.bpe", "0" * 64)
     tk.gpt2_tokenizer.cache_clear()
-    tk._gpt2_merges.cache_clear()
+    gpt2_module.gpt2_merges.cache_clear()
     try:
-        with pytest.raises(ValueError, match="SHA-256.*vocab.bpe|vocab.bpe.*SHA-256"):
+        with pytest.raises(ValueError, match=r"SHA-256.*vocab\.bpe|vocab\.bpe.*SHA-256"):
             gpt2_tokenizer()
         with pytest.raises(ValueError, match="SHA-256"):
             BPETokenizer.from_gpt2()
     finally:
         tk.gpt2_tokenizer.cache_clear()
-        tk._gpt2_merges.cache_clear()
+        gpt2_module.gpt2_merges.cache_clear()
 
 
 # ---------------------------------------------------------------------------------------
@@ -276,15 +279,67 @@ def test_gpt2_bpe_lone_surrogates_like_tiktoken(gpt2_bpe: BPETokenizer) -> None:
     assert gpt2_bpe.decode(ids) == "a\ufffdb \ufffd"
 
 
+
+# ---------------------------------------------------------------------------------------
+# encode_text: the one rule, special tokens become their ids
+# ---------------------------------------------------------------------------------------
+
+def _as_tiktoken(tokenizer: BPETokenizer) -> tiktoken.Encoding:
+    """The same vocabulary as a tiktoken Encoding (for a trained BPE, whose byte ids are the bytes)."""
+    assert tokenizer.byte_order == tuple(range(256))
+    return tiktoken.Encoding(
+        name="trained-bpe",
+        pat_str=tokenizer.pattern,
+        mergeable_ranks={tokenizer.token_bytes(i): i for i in range(256 + len(tokenizer.merges))},
+        special_tokens=tokenizer.special_tokens,
+    )
+
+
+def test_encode_text_gives_special_tokens_their_ids_like_tiktoken(gpt2_bpe: BPETokenizer, verdict: str) -> None:
+    enc = gpt2_tokenizer()
+    text = HELLO + " and then<|endoftext|><|endoftext|> more"
+    reference = enc.encode(text, allowed_special="all")
+    assert reference.count(50256) == 3
+    assert encode_text(enc, text) == reference
+    assert encode_text(gpt2_bpe, text) == reference
+    assert encode_text(gpt2_bpe, "no special token here") == enc.encode_ordinary("no special token here")
+
+    # A trained BPE with two special tokens, against tiktoken with the same vocabulary.
+    trained = BPETokenizer.train(verdict, 300, special_tokens=(ENDOFTEXT, "<|pad|>"))
+    reference_enc = _as_tiktoken(trained)
+    mixed = "I had always<|pad|><|pad|> thought Jack Gisburn<|endoftext|>"
+    ids = encode_text(trained, mixed)
+    assert ids == reference_enc.encode(mixed, allowed_special="all") == encode_text(reference_enc, mixed)
+    assert ids.count(trained.special_tokens["<|pad|>"]) == 2 and ids[-1] == trained.eot_token
+    assert trained.decode(ids) == mixed
+    with pytest.raises(ValueError, match="allowed_special"):
+        trained.encode(mixed)  # the tokenizer's own default still refuses them
+
+
+def test_encode_text_with_the_word_tokenizer_and_any_encode(verdict: str) -> None:
+    vocab = build_vocab(verdict)
+    simple = SimpleTokenizer(vocab)
+    text = "I had always <|endoftext|> thought Jack"
+    ids = encode_text(simple, text)
+    assert ids == [vocab[token] for token in ["I", "had", "always", ENDOFTEXT, "thought", "Jack"]]
+    assert ids == simple.encode(text)
+
+    class TupleTokenizer:  # anything with encode(text): called with the text alone
+        def encode(self, text: str) -> tuple[int, ...]:
+            return tuple(len(word) for word in text.split())
+
+    assert encode_text(TupleTokenizer(), "ab <|endoftext|> c") == [2, 13, 1]
+
+
 _FUZZ_ATOMS = (
-    list("abcxyzABCXYZ0123456789")
-    + [" ", " ", " ", "  ", "\t", "\n", "\n\n", "\r", "\u00a0", "\u3000", "\u2009"]
-    + list(".,;:!?-_'\"()[]{}<>|/\\@#$%^&*+=~`")
-    + ["'s", "'S", "'t", "'re", "'ve", "'m", "'ll", "'d", "’", "n't", "<|endoftext|>", "<|", "|>"]
-    + list("éßñøåçÉ") + ["e\u0301", "\u0301", "\u0316", "\u094d"]
-    + list("αβγΩжЩяשלוםمرحبا") + list("हिन्दीไทย中文日本語한국어ひらカタ") + list("٣３½")
-    + ["😀", "👍", "🏽", "\u200d", "\ufe0f", "🇫", "🇷", "👨‍👩‍👧", "🏳️‍🌈", "\U0001f9d1\U0001f3fd\u200d\U0001f4bb"]
-    + ["\x00", "\x7f", "\ufeff", "\U00010348", "\U000e0001"]
+    *"abcxyzABCXYZ0123456789",
+    *[" ", " ", " ", "  ", "\t", "\n", "\n\n", "\r", "\u00a0", "\u3000", "\u2009"],
+    *".,;:!?-_'\"()[]{}<>|/\\@#$%^&*+=~`",
+    *["'s", "'S", "'t", "'re", "'ve", "'m", "'ll", "'d", "’", "n't", "<|endoftext|>", "<|", "|>"],
+    *"éßñøåçÉ", *["e\u0301", "\u0301", "\u0316", "\u094d"],
+    *"αβγΩжЩяשלוםمرحبا", *"हिन्दीไทย中文日本語한국어ひらカタ", *"٣３½",
+    *["😀", "👍", "🏽", "\u200d", "\ufe0f", "🇫", "🇷", "👨‍👩‍👧", "🏳️‍🌈", "\U0001f9d1\U0001f3fd\u200d\U0001f4bb"],
+    *["\x00", "\x7f", "\ufeff", "\U00010348", "\U000e0001"],
 )
 
 
@@ -455,7 +510,7 @@ def test_decode_errors_and_partial_characters(shakespeare_bpe: BPETokenizer) -> 
     ids = tokenizer.encode("é")
     assert tokenizer.decode_bytes(ids[:1]) == "é".encode()[:1]
     assert tokenizer.decode(ids[:1]) == "\ufffd"
-    assert tokenizer.id_to_token(65) == tokenizer.token_bytes(65) == b"A"
+    assert tokenizer.token_bytes(65) == b"A"
 
 
 def test_decode_accepts_tensors_and_generators(shakespeare_bpe: BPETokenizer, verdict: str) -> None:
@@ -551,3 +606,34 @@ def test_load_rejects_bad_files(tmp_path: Path, content: str, match: str) -> Non
     with pytest.raises(ValueError, match=match) as info:
         BPETokenizer.load(path)
     assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        '{"format": "companion-bpe", "pattern": "café"}'.encode("latin-1"),
+        json.dumps({"format": "companion-bpe", "version": 1}).encode("utf-16"),
+        b"\x80\x81\x82 not text",
+    ],
+    ids=["latin-1", "utf-16", "binary"],
+)
+def test_load_of_a_file_that_is_not_utf8_names_the_file(tmp_path: Path, raw: bytes) -> None:
+    # Failure mode 7: a bare UnicodeDecodeError that did not say which file.
+    path = tmp_path / "tokenizer.json"
+    path.write_bytes(raw)
+    with pytest.raises(ValueError) as info:
+        BPETokenizer.load(path)
+    assert str(path) in str(info.value) and "UTF-8" in str(info.value)
+    assert not isinstance(info.value, UnicodeDecodeError)
+
+
+def test_save_into_a_missing_folder_names_the_file(tmp_path: Path) -> None:
+    # Failure mode 7: the error named the temporary file next to the target.
+    tokenizer = BPETokenizer.train("low lower lowest", 260)
+    target = tmp_path / "no-such-folder" / "bpe.json"
+    with pytest.raises(FileNotFoundError) as info:
+        tokenizer.save(target)
+    message = str(info.value)
+    assert str(target) in message and f"{target.parent} does not exist" in message
+    assert ".tmp" not in message
+    assert list(tmp_path.iterdir()) == []
