@@ -236,6 +236,7 @@ def fetch(
         folder / entry.filename,
         sha256=entry.sha256,
         unpack=(lambda path: _unpack(entry, path)) if needs_unpacking else None,
+        expected_download=f"a ZIP archive holding {entry.member!r}" if entry.member else "a text file",
         progress=progress,
         timeout=timeout,
         by_hand=_by_hand(entry, folder),

@@ -281,6 +281,7 @@ def fetch_verified(
     *,
     sha256: str | None,
     unpack: Callable[[Path], bytes | None] | None = None,
+    expected_download: str = "the expected archive",
     progress: bool = True,
     timeout: float = DEFAULT_TIMEOUT_S,
     by_hand: str = "",
@@ -301,6 +302,8 @@ def fetch_verified(
         target: The cached file.
         sha256: Expected hex SHA-256 of the kept bytes, or ``None`` (see above).
         unpack: ``unpack(downloaded_path) -> bytes | None``, e.g. extract a ZIP member.
+        expected_download: What the download should be, for the message when
+            ``unpack`` returns ``None`` (e.g. "a ZIP archive holding 'data.csv'").
         progress: Show a ``tqdm`` progress bar while downloading.
         timeout: Seconds to wait for the server.
         by_hand: A sentence telling a person how to put the file in place themselves;
@@ -347,7 +350,7 @@ def fetch_verified(
         if unpack is not None:
             content = unpack(downloaded)
             if content is None:
-                raise failed("the download could not be unpacked")
+                raise failed(f"the download is not {expected_download}")
             try:
                 with open(unpacked, "xb") as file:
                     file.write(content)
@@ -361,9 +364,9 @@ def fetch_verified(
                 f"bytes were discarded and nothing was written to {folder}.{tail}"
             )
         try:
-            os.replace(candidate, final)
-            if expected is None:
+            if expected is None:  # the record first: a crash between the two leaves it checking a new download
                 atomic_write(sidecar, actual + "\n")
+            os.replace(candidate, final)
         except OSError as err:
             raise failed(f"{type(err).__name__}: {err}") from err
     finally:
