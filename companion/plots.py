@@ -18,6 +18,34 @@ if TYPE_CHECKING:
     import torch
 
 
+BOOK_WIDTH_INCHES = 6.8
+"""The widest figure the book shows unshrunk: its text column is 688 px at 100 dpi."""
+
+BOOK_STYLE = {
+    "figure.dpi": 100,
+    "savefig.dpi": 100,
+    "font.size": 10,
+    "axes.titlesize": 11,
+    "axes.labelsize": 10,
+    "xtick.labelsize": 10,
+    "ytick.labelsize": 10,
+    "legend.fontsize": 10,
+    "figure.titlesize": 11,
+    "figure.figsize": (6.4, 3.6),
+}
+"""matplotlib settings that keep every label at least 10 pt on the page."""
+
+
+def book_style() -> None:
+    """Use the book's figure settings (``BOOK_STYLE``) for the rest of the session.
+
+    Each chapter calls it once: figures are then at most ``BOOK_WIDTH_INCHES`` wide by
+    default, at 100 dpi, with 10-pt text, so that nothing is shrunk below a readable size
+    in the rendered book.
+    """
+    plt.rcParams.update(BOOK_STYLE)
+
+
 def _figure(ax: Axes | None, size: tuple[float, float]) -> tuple[Figure, Axes]:
     if ax is not None:
         fig = ax.get_figure(root=True)
