@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 BOOK_WIDTH_INCHES = 6.8
 """The widest figure the book shows unshrunk: its text column is 688 px at 100 dpi."""
 
-BOOK_STYLE = {
+BOOK_STYLE: dict[str, Any] = {
     "figure.dpi": 100,
     "savefig.dpi": 100,
     "font.size": 10,
@@ -43,7 +43,7 @@ def book_style() -> None:
     default, at 100 dpi, with 10-pt text, so that nothing is shrunk below a readable size
     in the rendered book.
     """
-    plt.rcParams.update(BOOK_STYLE)
+    plt.style.use(BOOK_STYLE)
 
 
 def _figure(ax: Axes | None, size: tuple[float, float]) -> tuple[Figure, Axes]:
