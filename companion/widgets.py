@@ -36,8 +36,9 @@ def render_tokens(tokenizer: Any, text: str) -> str:
         piece = _token_text(tokenizer, token_id).replace(" ", "·").replace("\n", "↵")
         colour = _TOKEN_COLOURS[i % len(_TOKEN_COLOURS)]
         spans.append(
-            f"<span title='id {token_id}' style='display:inline-block;background:{colour};padding:1px 2px;margin:1px;"
-            f"border-radius:3px;font-family:monospace;white-space:pre'>{html.escape(piece)}</span>"
+            f"<span title='id {token_id}' style='display:inline-block;background:{colour};color:#111827;"
+            f"padding:1px 2px;margin:1px;border-radius:3px;font-family:monospace;white-space:pre'>"
+            f"{html.escape(piece)}</span>"
         )
     chars = len(text)
     summary = f"{len(ids)} tokens for {chars} characters" + (
@@ -82,13 +83,17 @@ def tokenizer_explorer(tokenizers: Mapping[str, Any], text: str = "Hello, world!
 
 
 def _figure_png(fig: Any) -> bytes:
-    """Render a matplotlib Figure to PNG bytes and close it (no file, no display)."""
+    """Render a matplotlib Figure to PNG bytes and close it (no file, no display).
+
+    At 100 dpi on white, as a notebook shows a figure: a figure made to fit the book's
+    text column (``companion.plots.BOOK_WIDTH_INCHES``) is then shown at its natural size.
+    """
     import io
 
     import matplotlib.pyplot as plt
 
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight", facecolor="white")
     plt.close(fig)
     return buffer.getvalue()
 
@@ -132,7 +137,7 @@ def attention_explorer(model: Any, tokenizer: Any, sentences: Sequence[str]) -> 
     def update(_: object = None) -> None:
         labels, maps = maps_for(sentence.value)
         fig = attention_heatmap(maps[layer.value, head.value], labels,
-                                title=f"layer {layer.value}, head {head.value}", size=(6.5, 5.5))
+                                title=f"layer {layer.value}, head {head.value}")
         image.value = _figure_png(fig)
 
     for control in (sentence, layer, head):
