@@ -10,6 +10,7 @@ final weights.
 
     python .ci/float_env_check.py            # the lowered settings are read from the environment
                                              # variables named above, as CI exports them
+    python .ci/float_env_check.py --each     # also each setting on its own
 
 It prints the CPU capability each process used and the largest difference between the two
 sets of weights, and exits with status 1 if the weights are bitwise equal (the second run
@@ -25,7 +26,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-LOWERED = ("OMP_NUM_THREADS", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
+LOWERED = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
 
 TRAIN = r"""
 import json, sys
@@ -77,6 +78,19 @@ def main() -> int:
     print(f"lowered ({', '.join(f'{k}={v}' for k, v in lowered.items())}):")
     print(f"                   capability {second['capability']}, {second['threads']} thread(s), final loss {second['loss']:.6f}")
     print(f"after 100 AdamW steps: {changed} of {len(wa)} tensors differ; largest difference {diff:.3e}")
+    if "--each" in sys.argv[1:]:
+        groups = {"threads": ("OMP_NUM_THREADS", "MKL_NUM_THREADS"), "PyTorch's kernels": ("ATEN_CPU_CAPABILITY",),
+                  "oneDNN and MKL": ("ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")}
+        for label, names in groups.items():
+            alone = {k: v for k, v in lowered.items() if k in names}
+            if not alone:
+                continue
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / "alone.pt"
+                run({**normal, **alone}, path)
+                w = torch.load(path, weights_only=True)
+            d = max((wa[k] - w[k]).abs().max().item() for k in wa)
+            print(f"  {label:<18} alone ({', '.join(f'{k}={v}' for k, v in alone.items())}): largest difference {d:.3e}")
     if diff == 0.0:
         print("the lowered settings did not change the arithmetic: the second notebook run would prove nothing",
               file=sys.stderr)
