@@ -13,16 +13,36 @@ their anchors resolve. It also checks that search finds "attention", takes a scr
 page (light and dark mode) into ``BOOK_SCREENSHOT_DIR`` (default ``_build/screenshots``, not
 committed), and writes what it saw, page by page, to ``report.json`` there.
 
+``test_page_is_readable`` then checks, page by page, what a reader sees at a 1280 x 800 window
+(with every folded cell and solution opened), and lists every offender, not only the first:
+
+* figures: every image in a cell output sits in a numbered figure with a caption and has alt
+  text (MyST-NB's ``mystnb.figure`` and ``mystnb.image`` cell metadata);
+* overflow: no code cell, output, table, widget or displayed formula is wider than the text
+  column (its ``scrollWidth`` exceeds its ``clientWidth``, or it sticks out of the column);
+* nbval cells: the source of every cell tagged ``remove-cell`` in the notebook is absent from
+  the page;
+* figure scale: every output image is shown at >= 90% of its natural width, so a 10-pt label
+  stays >= 9 pt;
+* one search box is visible;
+* dark mode: output images are not dimmed and not framed, widgets not put on a light slab.
+
+``report.json`` holds the offenders under ``pages.<page>.offenders`` and their counts under
+``offender_summary``; visible cells made only of ``assert`` statements are listed under
+``pages.<page>.assert_only_cells`` for a person to judge (they may teach something).
+
 Needs Chromium (Debian's ``chromium`` package, at ``/usr/bin/chromium`` or ``CHROMIUM_PATH``)
 and the ``playwright`` Python package; without them the tests are skipped with a reason.
 """
 
 from __future__ import annotations
 
+import ast
 import functools
 import http.server
 import json
 import os
+import re
 import shutil
 import threading
 from collections.abc import Iterator
@@ -96,13 +116,17 @@ def browser():
 def report() -> Iterator[dict]:
     data: dict = {"pages": {}}
     yield data
+    data["offender_summary"] = {
+        page: {check: len(found) for check, found in seen["offenders"].items()}
+        for page, seen in data["pages"].items() if "offenders" in seen
+    }
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     (SCREENSHOTS / "report.json").write_text(json.dumps(data, indent=2) + "\n")
 
 
-def open_page(browser, base: str, path: str, *, dark: bool = False):
+def open_page(browser, base: str, path: str, *, dark: bool = False, height: int = 900):
     """Open ``path`` with every non-local request blocked; return (page, problems)."""
-    context = browser.new_context(viewport={"width": 1280, "height": 900},
+    context = browser.new_context(viewport={"width": 1280, "height": height},
                                   color_scheme="dark" if dark else "light")
     page = context.new_page()
     problems: list[str] = []
@@ -168,7 +192,7 @@ def test_page_renders_offline(browser, server: str, report: dict, path: str) -> 
     dark_page.screenshot(path=str(shot.with_name(shot.stem + "-dark.png")))
     dark_mode = dark_page.evaluate("getComputedStyle(document.body).backgroundColor")
     dark_page.context.close()
-    report["pages"][path] = {**seen, "images": len(seen["images"]), "dark_background": dark_mode}
+    report["pages"].setdefault(path, {}).update({**seen, "images": len(seen["images"]), "dark_background": dark_mode})
 
     assert not problems, "\n".join(problems)
     assert not dark_problems, "\n".join(dark_problems)
@@ -181,6 +205,194 @@ def test_page_renders_offline(browser, server: str, report: dict, path: str) -> 
         assert seen["sliders"] + seen["dropdowns"] > 0, "widgets rendered without their controls"
         assert all(w > 0 for w in seen["widget_images"]), "an image inside a widget did not load"
     assert dark_mode not in ("rgb(255, 255, 255)", "rgba(0, 0, 0, 0)"), "dark mode did not darken the page"
+
+
+# What a reader sees, measured in the page. Every check returns a list of offenders, each a dict
+# with "what" (a short description) and "cell" (the first line of the code cell it belongs to,
+# or of the element itself), so that the report says where to look.
+_OPEN_EVERYTHING = """() => {
+    document.querySelectorAll('details').forEach(d => { d.open = true; });
+    document.querySelectorAll('.toggle-hidden').forEach(e => e.classList.remove('toggle-hidden'));
+    document.querySelectorAll('button.toggle-button:not(.toggle-button-hidden)').forEach(b => {
+        const target = document.querySelector(b.dataset.target || '#none');
+        if (target && getComputedStyle(target).display === 'none') b.click();
+    });
+}"""
+
+_CELL_OF = """
+    const firstLine = (text) => (text || '').split('\\n').map(l => l.trim()).find(l => l) || '';
+    const cellOf = (el) => {
+        const cell = el.closest('.cell');
+        const code = cell && cell.querySelector('.cell_input pre');
+        return firstLine(code ? code.textContent : el.textContent).slice(0, 100);
+    };
+"""
+
+_FIGURES = "() => {" + _CELL_OF + """
+    const found = [];
+    document.querySelectorAll('.bd-article .cell_output img').forEach(img => {
+        if (img.closest('.jupyter-widgets')) return;  // an explorer's picture, not a figure
+        const figure = img.closest('figure');
+        const number = figure && figure.querySelector('figcaption .caption-number');
+        const caption = figure && figure.querySelector('figcaption .caption-text');
+        const missing = [];
+        if (!figure) missing.push('not in a figure');
+        else {
+            if (!number || !number.textContent.trim()) missing.push('no figure number');
+            if (!caption || !caption.textContent.trim()) missing.push('no caption');
+            if (!figure.id) missing.push('no label');
+        }
+        if (!(img.getAttribute('alt') || '').trim()) missing.push('no alt text');
+        if (missing.length) found.push({what: missing.join(', '), cell: cellOf(img)});
+    });
+    return found;
+}"""
+
+_OVERFLOW = "() => {" + _CELL_OF + """
+    const column = document.querySelector('.bd-article').getBoundingClientRect();
+    const kinds = [
+        ['code', '.bd-article .cell_input pre, .bd-article .cell_input div.highlight'],
+        ['output', '.bd-article .cell_output pre, .bd-article .cell_output div.highlight, '
+                   + '.bd-article .cell_output .output, .bd-article .cell_output .text_html'],
+        ['table', '.bd-article table, .bd-article .pst-scrollable-table-container'],
+        ['widget', '.bd-article .cell_output .jupyter-widgets.widget-container'],
+        ['math', '.bd-article mjx-container[display="true"], .bd-article div.math'],
+        ['code block', '.bd-article div.highlight pre'],
+    ];
+    const found = [], seen = new Set();
+    for (const [kind, selector] of kinds) {
+        document.querySelectorAll(selector).forEach(el => {
+            if (!el.getClientRects().length) return;  // not displayed
+            const box = el.getBoundingClientRect();
+            const scrolls = el.scrollWidth > el.clientWidth + 1;
+            const spills = box.right > column.right + 1;
+            if (!scrolls && !spills) return;
+            const owner = el.closest('.cell') || el.closest('table') || el;
+            const key = kind.split(' ')[0] + '|' + (owner.id || '') + '|' + cellOf(el) + '|'
+                        + Math.round(owner.getBoundingClientRect().top + window.scrollY);
+            if (seen.has(key)) return;
+            seen.add(key);
+            const lines = (el.textContent || '').split('\\n');
+            const longest = lines.reduce((a, b) => (b.length > a.length ? b : a), '');
+            found.push({
+                what: `${kind} ${scrolls ? el.scrollWidth + ' px of content in ' + el.clientWidth + ' px'
+                                         : 'reaches ' + Math.round(box.right - column.right) + ' px past the column'}`
+                      + `, longest line ${longest.length} characters`,
+                cell: cellOf(el),
+                line: longest.trim().slice(0, 100),
+            });
+        });
+    }
+    return found;
+}"""
+
+_SCALE = "() => {" + _CELL_OF + """
+    const found = [];
+    document.querySelectorAll('.bd-article .cell_output img').forEach(img => {
+        if (!img.naturalWidth || !img.getClientRects().length) return;
+        const shown = img.getBoundingClientRect().width / img.naturalWidth;
+        if (shown < 0.9) found.push({
+            what: `shown at ${Math.round(100 * shown)}% of its ${img.naturalWidth} px (${Math.round(img.getBoundingClientRect().width)} px on the page): a 10-pt label becomes ${(10 * shown).toFixed(1)} pt`,
+            cell: cellOf(img),
+        });
+    });
+    return found;
+}"""
+
+_SEARCH_BOXES = """() => Array.from(document.querySelectorAll(
+        '.search-button-field, button.search-button, .search-button__button, form.bd-search, input[type=search]'))
+    .filter(e => !e.closest('dialog') && e.getClientRects().length && getComputedStyle(e).visibility !== 'hidden')
+    .filter(e => { const r = e.getBoundingClientRect(); return r.width > 0 && r.height > 0; })
+    .map(e => ({what: `${e.tagName.toLowerCase()}.${e.className.split(' ').join('.')}`,
+                cell: `at ${Math.round(e.getBoundingClientRect().x)}, ${Math.round(e.getBoundingClientRect().y)}`}))"""
+
+_DARK = "() => {" + _CELL_OF + """
+    const light = (colour) => {  // a light, opaque background: what the theme's frames are
+        const m = colour.match(/rgba?\\(([^)]+)\\)/);
+        if (!m) return false;
+        const [r, g, b, a = 1] = m[1].split(',').map(Number);
+        return a > 0.5 && (0.2126 * r + 0.7152 * g + 0.0722 * b) / 255 > 0.5;
+    };
+    const found = [];
+    document.querySelectorAll('.bd-article .cell_output img').forEach(img => {
+        const style = getComputedStyle(img);
+        if (style.filter !== 'none') found.push({what: `image dimmed (filter: ${style.filter})`, cell: cellOf(img)});
+        if (parseFloat(style.paddingLeft) > 0) {
+            found.push({what: `image framed (${style.paddingLeft} padding on ${style.backgroundColor})`, cell: cellOf(img)});
+        }
+    });
+    document.querySelectorAll('.bd-article .cell_output .widget-subarea').forEach(area => {
+        const background = getComputedStyle(area).backgroundColor;
+        if (light(background)) found.push({what: `widget on a light slab (${background})`, cell: cellOf(area)});
+    });
+    return found;
+}"""
+
+
+def _code_cells(path: str) -> list[tuple[list[str], str]]:
+    """(tags, source) of every code cell of the notebook a page was built from; [] for Markdown pages."""
+    notebook = ROOT / path.removesuffix(".html")
+    notebook = notebook.with_suffix(".ipynb")
+    if not notebook.is_file():
+        return []
+    cells = json.loads(notebook.read_text(encoding="utf-8"))["cells"]
+    return [(c.get("metadata", {}).get("tags", []), "".join(c["source"])) for c in cells if c["cell_type"] == "code"]
+
+
+def _squash(text: str) -> str:
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def _only_asserts(source: str) -> bool:
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:  # IPython magics
+        return False
+    return bool(tree.body) and all(isinstance(node, ast.Assert) for node in tree.body)
+
+
+def _first_line(source: str) -> str:
+    return next((line.strip() for line in source.splitlines() if line.strip()), "")[:100]
+
+
+@pytest.mark.parametrize("path", toc_pages())
+def test_page_is_readable(browser, server: str, report: dict, path: str) -> None:
+    page, problems = open_page(browser, server, path, height=800)
+    wait_for_rendering(page)
+    page.evaluate(_OPEN_EVERYTHING)
+    page.wait_for_timeout(300)
+    offenders = {
+        "figures without number, caption or alt text": page.evaluate(_FIGURES),
+        "wider than the text column": page.evaluate(_OVERFLOW),
+        "figures shown below 90% of their size": page.evaluate(_SCALE),
+    }
+    boxes = page.evaluate(_SEARCH_BOXES)
+    offenders["search boxes (one expected)"] = boxes if len(boxes) != 1 else []
+    text = _squash(page.evaluate("document.querySelector('.bd-article').textContent"))
+    cells = _code_cells(path)
+    offenders["remove-cell cells shown on the page"] = [
+        {"what": "tagged remove-cell, but its source is on the page", "cell": _first_line(source)}
+        for tags, source in cells if "remove-cell" in tags and _squash(source) and _squash(source) in text
+    ]
+    page.context.close()
+    dark_page, _ = open_page(browser, server, path, dark=True, height=800)
+    dark_page.evaluate("document.documentElement.dataset.theme = 'dark'")
+    dark_page.wait_for_timeout(200)
+    offenders["dark mode: figures or widgets dimmed or framed"] = dark_page.evaluate(_DARK)
+    dark_page.context.close()
+
+    entry = report["pages"].setdefault(path, {})
+    entry["offenders"] = offenders
+    entry["assert_only_cells"] = [_first_line(source) for tags, source in cells
+                                  if "remove-cell" not in tags and _only_asserts(source)]
+    assert not problems, "\n".join(problems)
+    failing = {check: found for check, found in offenders.items() if found}
+    summary = [f"{path}: " + "; ".join(f"{len(found)} {check}" for check, found in failing.items())]
+    for check, found in failing.items():
+        summary.append(f"  {check}:")
+        summary += [f"    - {o['what']}  [cell: {o['cell']}]" + (f"  longest: {o['line']!r}" if o.get("line") else "")
+                    for o in found]
+    assert not failing, "\n".join(summary)
 
 
 class _Links(HTMLParser):
@@ -197,7 +409,7 @@ class _Links(HTMLParser):
             self.hrefs.append(values["href"])
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _parse(file: Path) -> _Links:
     parser = _Links()
     parser.feed(file.read_text(encoding="utf-8"))
