@@ -125,8 +125,10 @@ def bar_chart(
     """A bar per label; ``annotate`` is a format string such as ``"{:.2f}"`` for the bar values.
 
     Used for next-token distributions (chapters 1 and 5) and data-set sizes (chapter 1).
-    Category labels are written level while they fit side by side; when two would touch
-    they are turned 45 degrees, then 90, so that none overlaps another.
+    Pass both ``xlabel`` and ``ylabel`` (say what the categories are, and the values' unit):
+    the book labels every axis. Category labels are written level while they fit side by
+    side; when two would touch they are turned 45 degrees, then 90, so that none overlaps
+    another.
     """
     if len(labels) != len(values):
         raise ValueError(f"got {len(labels)} labels but {len(values)} values; pass one value per label")
@@ -151,9 +153,10 @@ def bar_chart(
             ax.margins(y=0.12)
     if title:
         ax.set_title(title)
-    # a category axis names what its labels are when the caller has not
-    ax.set_xlabel(xlabel or ("" if horizontal else "token"))
-    ax.set_ylabel(ylabel or ("token" if horizontal else "value"))
+    if xlabel:
+        ax.set_xlabel(xlabel)
+    if ylabel:
+        ax.set_ylabel(ylabel)
     ax.spines[["top", "right"]].set_visible(False)
     fig.tight_layout()
     if not horizontal:

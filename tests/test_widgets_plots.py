@@ -165,7 +165,8 @@ LINE = ["ROMEO", ":", "\n", "But", ",", " soft", "!", " what", " light", " throu
 def _two_bar_charts() -> Figure:
     fig, axes = plots.new_figure((plots.BOOK_WIDTH_INCHES, 3.2), ncols=2)
     for ax in axes:
-        plots.bar_chart(WORDS, [0.3, 0.2, 0.1, 0.1, 0.05, 0.05, 0.04, 0.03, 0.02, 0.01], ax=ax, ylabel="probability")
+        plots.bar_chart(WORDS, [0.3, 0.2, 0.1, 0.1, 0.05, 0.05, 0.04, 0.03, 0.02, 0.01], ax=ax, xlabel="next word",
+                        ylabel="probability")
     return fig
 
 
@@ -174,14 +175,15 @@ def _weights(T: int, seed: int = 0) -> torch.Tensor:
 
 
 FIGURES = {
-    "bar chart, short labels": lambda: plots.bar_chart(["a", "b", "c"], [1, 2, 3], ylabel="count"),
-    "bar chart, ten tokens": lambda: plots.bar_chart(WORDS, list(range(10, 0, -1)), ylabel="count", title="t"),
+    "bar chart, short labels": lambda: plots.bar_chart(["a", "b", "c"], [1, 2, 3], xlabel="letter", ylabel="count"),
+    "bar chart, ten tokens": lambda: plots.bar_chart(WORDS, list(range(10, 0, -1)), xlabel="next word",
+                                                     ylabel="count", title="t"),
     "bar chart, long labels": lambda: plots.bar_chart([f"a rather long label {i}" for i in range(8)], list(range(8)),
-                                                      ylabel="count", annotate="{:d}"),
+                                                      xlabel="label", ylabel="count", annotate="{:d}"),
     "two bar charts side by side": _two_bar_charts,
     "horizontal log bar chart": lambda: plots.bar_chart(
         ["The Verdict", "Tiny Shakespeare", "GPT-2's WebText", "GPT-3"], [5_145, 338_025, 9e9, 3e11], log=True,
-        horizontal=True, xlabel="tokens (log scale)", title="Training text", annotate="{:.0e}"),
+        horizontal=True, xlabel="tokens (log scale)", ylabel="data set", title="Training text", annotate="{:.0e}"),
     "sliding windows": lambda: plots.sliding_windows(["In", "·the", "·sun", "lit", "·terr", "aces", "·of", "·some",
                                                       "unknown", "·place", ",", "·there", "·was", "·a"], 4, 4),
     "sliding windows, long tokens": lambda: plots.sliding_windows(["·extraordinarily"] * 20, 4, 2),
