@@ -8,6 +8,7 @@ describe every option. Examples::
         --context-length 128 --data my_text.txt --steps 500 --out runs/mine
     companion generate --checkpoint runs/shakespeare --prompt "ROMEO:" --temperature 0.8 --top-k 40
     companion generate --pretrained shakespeare-small --prompt "ROMEO:"
+    companion finetune-instructions --out runs/assistant    # chapter 7: follow instructions
 
 Errors in the input (a missing checkpoint, a bad number, an unknown name) print one
 line starting with ``companion: error:`` and exit with status 2.
@@ -185,6 +186,62 @@ def build_parser() -> argparse.ArgumentParser:
                     help="stop at the tokenizer's <|endoftext|> token")
     ge.add_argument("--no-cache", action="store_true",
                     help="re-read the whole context at every step instead of using the KV cache")
+
+    # ------------------------------------------------- finetune-instructions
+    fi = commands.add_parser(
+        "finetune-instructions",
+        help="fine-tune a model to follow instructions and score its answers",
+        description=(
+            "Fine-tune a course model (or a checkpoint) on instruction records in the Alpaca format "
+            "(chapter 7), writing a resumable checkpoint folder; then answer the held-out test "
+            "instructions with the model before and after fine-tuning and print the mean ROUGE-L, "
+            "token F1, and the share of answers that end with the end-of-text token. Records that "
+            "do not fit the model's context are dropped (or truncated with --too-long truncate)."
+        ),
+    )
+    fi.add_argument("--out", required=True, type=Path, metavar="DIR",
+                    help="checkpoint folder to write (and to resume from)")
+    base = fi.add_mutually_exclusive_group()
+    base.add_argument("--model", default="shakespeare-small", metavar="NAME",
+                      help=f"the course model to start from ({recipes}; default shakespeare-small)")
+    base.add_argument("--checkpoint", type=Path, metavar="DIR",
+                      help="start from a checkpoint folder instead (it must hold its tokenizer)")
+    fi.add_argument("--data", default="instruction-data", metavar="NAME_OR_PATH",
+                    help="a course data file or a JSON list of {instruction, input, output} records "
+                         "(default instruction-data)")
+    fi.add_argument("--prompt-style", choices=("alpaca", "compact"), default="compact",
+                    help="alpaca: the full Alpaca template; compact: without its opening sentence (default)")
+    fi.add_argument("--mask-instructions", action="store_true",
+                    help="train on the responses only (the prompt's tokens do not count in the loss)")
+    fi.add_argument("--too-long", choices=("drop", "truncate"), default="drop",
+                    help="records longer than the context: drop them (default) or cut them to fit")
+    fi.add_argument("--val-fraction", type=_probability, default=0.1, metavar="F",
+                    help="share of the records held out for validation (default 0.1)")
+    fi.add_argument("--test-fraction", type=_probability, default=0.1, metavar="F",
+                    help="share of the records held out for the test (default 0.1)")
+    fi.add_argument("--split-seed", type=_non_negative, default=123, metavar="N",
+                    help="seed of the split into training, validation and test (default 123)")
+    fi.add_argument("--steps", type=_positive, default=300, metavar="N", help="optimizer steps (default 300)")
+    fi.add_argument("--batch-size", type=_positive, default=8, metavar="N", help="examples per step (default 8)")
+    fi.add_argument("--lr", type=_positive_float, default=1e-3, metavar="X", help="peak learning rate (default 1e-3)")
+    fi.add_argument("--min-lr", type=_non_negative_float, default=None, metavar="X",
+                    help="end of the cosine decay (default: a tenth of --lr)")
+    fi.add_argument("--warmup-steps", type=_non_negative, default=10, metavar="N",
+                    help="steps of linear warmup (default 10)")
+    fi.add_argument("--weight-decay", type=_non_negative_float, default=0.1, metavar="X",
+                    help="AdamW weight decay (default 0.1)")
+    fi.add_argument("--seed", type=_non_negative, default=123, metavar="N",
+                    help="seed of the data order and dropout (default 123)")
+    fi.add_argument("--eval-every", type=_positive, default=50, metavar="N",
+                    help="steps between validation points (default 50)")
+    fi.add_argument("--checkpoint-every", type=_positive, metavar="N",
+                    help="steps between checkpoints (default: --eval-every)")
+    fi.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
+                    help="continue from the checkpoint in --out if there is one (default); "
+                         "--no-resume starts afresh and overwrites it")
+    fi.add_argument("--eval-examples", type=_non_negative, default=None, metavar="N",
+                    help="answer only the first N test instructions (default all; 0 skips the evaluation)")
+    fi.add_argument("--quiet", action="store_true", help="print only the summary (no progress)")
     return parser
 
 
@@ -336,6 +393,65 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _finetune_instructions(args: argparse.Namespace) -> int:
+    import companion.train as training
+    from companion.checkpoint import find_checkpoint, load_checkpoint
+    from companion.course_models import pretrained
+    from companion.files import sha256_of
+    from companion.finetune import instruction as ins
+
+    if args.checkpoint is not None:
+        model, meta = load_checkpoint(args.checkpoint)
+        tokenizer = meta["tokenizer"]
+        if tokenizer is None:
+            raise _UsageError(f"checkpoint {args.checkpoint} holds no tokenizer; fine-tuning needs the model's own")
+        base = {"checkpoint": sha256_of(args.checkpoint / "model.safetensors")}
+    else:
+        found = pretrained(args.model, progress=not args.quiet)
+        model, tokenizer, base = found.model, found.tokenizer, {"model": found.info["recipe_key"]}
+    records, data_hash = ins.load_records(args.data)
+    settings = {"base": base, "data": data_hash, **{k: getattr(args, k) for k in (
+        "prompt_style", "mask_instructions", "too_long", "val_fraction", "test_fraction", "split_seed",
+        "steps", "batch_size", "lr", "min_lr", "warmup_steps", "weight_decay", "seed")}}
+    key = ins.run_key(settings)
+    resuming = args.resume and find_checkpoint(args.out) is not None
+    if resuming and load_checkpoint(args.out)[1]["extra"].get("finetune", {}).get("run_key") != key:
+        raise _UsageError(f"{args.out} holds a checkpoint of a different run (other model, data or settings); "
+                              "pass --no-resume to overwrite it, or choose another --out")
+    T = model.config.context_length
+    data = ins.prepare_instruction_data(
+        records, tokenizer, T, style=args.prompt_style, batch_size=args.batch_size,
+        mask_prompt=args.mask_instructions, too_long=args.too_long, val_fraction=args.val_fraction,
+        test_fraction=args.test_fraction, seed=args.split_seed)
+    test = data.test_set.entries[: args.eval_examples]
+    done_to = "dropped" if args.too_long == "drop" else "truncated"
+    print(f"{len(data.train_set)} training, {len(data.val_set)} validation and {len(data.test_set)} test examples "
+          f"for a context of {T} tokens ({data.train_set.dropped + data.train_set.truncated} of the "
+          f"{len(data.splits.train)} training records were too long and {done_to})", flush=True)
+    before = ins.evaluate_instructions(model, tokenizer, test, style=args.prompt_style) if test else None
+
+    def report(step: int, history: Any) -> None:
+        if not args.quiet and history.steps and history.steps[-1] == step:
+            print(f"step {step:>5}/{args.steps}  train {history.train_loss[-1]:.4f}  "
+                  f"val {history.val_loss[-1] if history.val_loss[-1] is not None else float('nan'):.4f}", flush=True)
+
+    options = training.TrainOptions(
+        max_steps=args.steps, lr=args.lr, min_lr=args.lr / 10 if args.min_lr is None else args.min_lr,
+        warmup_steps=args.warmup_steps, weight_decay=args.weight_decay, eval_every=args.eval_every,
+        seed=args.seed, progress=not args.quiet, checkpoint_dir=args.out,
+        checkpoint_every=args.checkpoint_every, resume=args.resume)
+    history = training.train(model, data.train_loader, data.val_loader if len(data.val_set) else None, options,
+                             tokenizer=tokenizer, callback=report,
+                             checkpoint_extra={"finetune": {**settings, "run_key": key}})
+    print(f"done: {history.steps[-1] if history.steps else 0} steps; checkpoint in {args.out}", flush=True)
+    if before is not None:
+        after = ins.evaluate_instructions(model, tokenizer, test, style=args.prompt_style)
+        print(f"{len(test)} test instructions   ROUGE-L   token F1   ended with <|endoftext|>")
+        for name, result in (("before", before), ("after", after)):
+            print(f"{name + ' fine-tuning':<24}{result.rouge_l:>9.3f}{result.token_f1:>11.3f}{result.stop_rate:>13.0%}")
+    return 0
+
+
 def _silent(*args: Any, **kwargs: Any) -> None:
     """``print`` for the processes other than rank 0."""
 
@@ -360,6 +476,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.min_lr_given = any(a == "--min-lr" or a.startswith("--min-lr=") for a in argv)
         if args.command == "train":
             return _train(args)
+        if args.command == "finetune-instructions":
+            return _finetune_instructions(args)
         return _generate(args)
     except SystemExit as exit_:  # --help (0)
         return int(exit_.code or 0)
