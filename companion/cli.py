@@ -9,6 +9,7 @@ describe every option. Examples::
     companion generate --checkpoint runs/shakespeare --prompt "ROMEO:" --temperature 0.8 --top-k 40
     companion generate --pretrained shakespeare-small --prompt "ROMEO:"
     companion finetune-instructions --out runs/assistant    # chapter 7: follow instructions
+    companion finetune-classifier --out runs/spam          # chapter 6: a spam classifier
 
 Errors in the input (a missing checkpoint, a bad number, an unknown name) print one
 line starting with ``companion: error:`` and exit with status 2.
@@ -242,6 +243,49 @@ def build_parser() -> argparse.ArgumentParser:
     fi.add_argument("--eval-examples", type=_non_negative, default=None, metavar="N",
                     help="answer only the first N test instructions (default all; 0 skips the evaluation)")
     fi.add_argument("--quiet", action="store_true", help="print only the summary (no progress)")
+
+    # --------------------------------------------------- finetune-classifier
+    fc = commands.add_parser(
+        "finetune-classifier",
+        help="fine-tune a model into a spam classifier",
+        description=(
+            "Fine-tune a pretrained model into a spam classifier on the SMS Spam Collection (chapter 6): "
+            "deduplicate, balance and split the messages, replace the output layer by a 2-class head, "
+            "train with resumable checkpoints in --out, then print the training, validation and test "
+            "accuracy. The defaults are the chapter's settings for shakespeare-small."
+        ),
+    )
+    fc.add_argument("--out", required=True, type=Path, metavar="DIR",
+                    help="checkpoint folder to write (and to resume from)")
+    fc_base = fc.add_mutually_exclusive_group()
+    fc_base.add_argument("--model", default="shakespeare-small", metavar="NAME",
+                         help=f"the model to start from: a course model ({recipes}) or a GPT-2 preset whose "
+                              "weights are downloaded on first use (gpt2-small, ...); default shakespeare-small")
+    fc_base.add_argument("--checkpoint", type=Path, metavar="DIR",
+                         help="start from a checkpoint folder instead (it must hold its tokenizer)")
+    fc.add_argument("--data", type=Path, metavar="PATH",
+                    help="a file in the collection's format (label<TAB>message per line; default: the course's copy)")
+    fc.add_argument("--train-blocks", type=_blocks, default=None, metavar="N|all",
+                    help="how many of the last transformer blocks train with the head and final norm "
+                         "(default all: every parameter)")
+    length = fc.add_mutually_exclusive_group()
+    length.add_argument("--epochs", type=_positive, metavar="N", help="passes over the training messages (default 6)")
+    length.add_argument("--steps", type=_positive, metavar="N", help="optimizer steps instead of epochs")
+    fc.add_argument("--batch-size", type=_positive, default=8, metavar="N", help="messages per step (default 8)")
+    fc.add_argument("--lr", type=_positive_float, default=5e-4, metavar="X", help="peak learning rate (default 5e-4)")
+    fc.add_argument("--min-lr", type=_optional_float, default=5e-5, metavar="X",
+                    help="end of the cosine decay (default 5e-5); 'none' for a constant rate")
+    fc.add_argument("--max-length", type=_positive, metavar="N",
+                    help="tokens per message (default: the longest training message, at most the context)")
+    fc.add_argument("--seed", type=_non_negative, default=123, metavar="N",
+                    help="seed of the split, the new head, the data order and dropout (default 123)")
+    fc.add_argument("--eval-every", type=_positive, metavar="N", help="steps between evaluations (default: an epoch)")
+    fc.add_argument("--checkpoint-every", type=_positive, metavar="N",
+                    help="steps between checkpoints (default: --eval-every)")
+    fc.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
+                    help="continue from the checkpoint in --out if there is one (default); "
+                         "--no-resume starts afresh and overwrites it")
+    fc.add_argument("--quiet", action="store_true", help="print only the summary (no progress)")
     return parser
 
 
@@ -452,6 +496,43 @@ def _finetune_instructions(args: argparse.Namespace) -> int:
     return 0
 
 
+def _blocks(text: str) -> int | None:
+    return None if text == "all" else _non_negative(text)
+
+
+_blocks.__name__ = "number of blocks"
+
+
+def _finetune_classifier(args: argparse.Namespace) -> int:
+    from companion.finetune.classification import CHAPTER_OPTIONS, finetune_spam_classifier
+
+    options = CHAPTER_OPTIONS.replace(
+        epochs=None if args.steps else (args.epochs or CHAPTER_OPTIONS.epochs), max_steps=args.steps, lr=args.lr,
+        min_lr=args.min_lr, seed=args.seed, progress=not args.quiet, checkpoint_dir=args.out,
+        checkpoint_every=args.checkpoint_every, resume=args.resume)
+    steps_run: list[int] = []
+
+    def report(step: int, history: Any) -> None:
+        steps_run.append(step)
+        if args.quiet or history.steps[-1:] != [step]:
+            return
+        accuracy = history.metrics.get("val_accuracy", [None])[-1]
+        print(f"step {step:>5}  train loss {history.train_loss[-1]:.4f}  val loss {history.val_loss[-1]:.4f}  "
+              f"val accuracy {accuracy:.3f}", flush=True)
+
+    result = finetune_spam_classifier(
+        args.checkpoint or args.model, options, data=args.data, batch_size=args.batch_size,
+        train_blocks=args.train_blocks, max_length=args.max_length, eval_every=args.eval_every, seed=args.seed,
+        callback=report)
+    total = len(result.history.batch_losses)
+    if total > len(steps_run):
+        print(f"resumed from step {total - len(steps_run)} of the checkpoint in {args.out}")
+    acc = result.accuracy
+    print(f"done: {total} steps; accuracy: training {acc['train']:.3f}, validation {acc['val']:.3f}, "
+          f"test accuracy {acc['test']:.3f}; checkpoint in {args.out}", flush=True)
+    return 0
+
+
 def _silent(*args: Any, **kwargs: Any) -> None:
     """``print`` for the processes other than rank 0."""
 
@@ -478,6 +559,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _train(args)
         if args.command == "finetune-instructions":
             return _finetune_instructions(args)
+        if args.command == "finetune-classifier":
+            return _finetune_classifier(args)
         return _generate(args)
     except SystemExit as exit_:  # --help (0)
         return int(exit_.code or 0)
