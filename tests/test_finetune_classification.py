@@ -368,3 +368,15 @@ def test_the_help_lists_the_options(capsys: pytest.CaptureFixture[str]) -> None:
                    "--min-lr", "--max-length", "--seed", "--eval-every", "--checkpoint-every", "--resume",
                    "--no-resume", "--quiet"]:
         assert option in out, option
+
+
+def test_base_models_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    import companion.weights
+    from companion.finetune.classification import load_base_model
+
+    tiny = GPTModel(CFG)
+    monkeypatch.setattr(companion.weights, "load_pretrained_gpt2", lambda name, **kw: tiny)  # no download
+    model, tokenizer = load_base_model("gpt2-small")
+    assert model is tiny and tokenizer.eot_token == 50256  # GPT-2's own tokenizer
+    with pytest.raises(ValueError, match="gpt2-small"):
+        load_base_model("gpt2-small-book")  # a preset without published weights

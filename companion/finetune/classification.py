@@ -600,21 +600,20 @@ def load_base_model(base: str | os.PathLike[str]) -> tuple[GPTModel, Any]:
             checkpoint has no tokenizer.
     """
     from companion.checkpoint import find_checkpoint, load_checkpoint
-    from companion.config import PRESETS
     from companion.course_models import RECIPES, pretrained
+    from companion.weights import GPT2_CHECKPOINTS
 
     if isinstance(base, str):
         if base in RECIPES:
             result = pretrained(base, progress=False)
             return result.model, result.tokenizer
-        if base in PRESETS and base.startswith("gpt2-"):
+        if base in GPT2_CHECKPOINTS:
             from companion.tokenizers import gpt2_tokenizer
             from companion.weights import load_pretrained_gpt2
 
             return load_pretrained_gpt2(base, drop_rate=0.0), gpt2_tokenizer()
-        raise ValueError(f"{base!r} is neither a course model ({', '.join(RECIPES)}) nor a GPT-2 preset "
-                         f"({', '.join(p for p in PRESETS if p.startswith('gpt2-'))}); "
-                         "pass a checkpoint folder as a Path")
+        raise ValueError(f"{base!r} is neither a course model ({', '.join(RECIPES)}) nor a GPT-2 model "
+                         f"({', '.join(GPT2_CHECKPOINTS)}); pass a checkpoint folder as a Path")
     if find_checkpoint(base) is None:
         raise ValueError(f"there is no checkpoint at {os.fspath(base)}")
     model, info = load_checkpoint(base)
