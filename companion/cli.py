@@ -160,6 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="continue from the checkpoint in --out if there is one (default); "
                           "--no-resume starts afresh and overwrites it")
     tr.add_argument("--quiet", action="store_true", help="print only the final summary (no progress)")
+    tr.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto",
+                    help="where to train; auto picks a CUDA GPU (LOCAL_RANK's under torchrun), else "
+                         "Apple's MPS, else the CPU (default auto)")
 
     # -------------------------------------------------------------- generate
     ge = commands.add_parser(
@@ -390,7 +393,10 @@ def _train_recipe(args: argparse.Namespace, main: bool) -> int:
             file=sys.stdout,
         )
 
-    result = train_recipe(recipe, progress=not quiet, checkpoint_dir=args.out,
+    from companion.devices import pick_device
+
+    device = pick_device(None if args.device == "auto" else args.device)
+    result = train_recipe(recipe, device=device, progress=not quiet, checkpoint_dir=args.out,
                           checkpoint_every=args.checkpoint_every, resume=args.resume, callback=report)
     info = result.info
     say(f"done: {info['steps']} steps in {info['train_seconds']:.1f} s; validation loss "

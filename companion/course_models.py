@@ -398,6 +398,7 @@ def train_recipe(
     checkpoint_every: int | None = None,
     resume: bool = True,
     callback: Callable[[int, TrainHistory], None] | None = None,
+    device: str | torch.device = "cpu",
 ) -> Pretrained:
     """Train a recipe from scratch (chapter 5, "A model that really learns") and
     measure it.
@@ -413,9 +414,11 @@ def train_recipe(
         checkpoint_every: Steps between checkpoints (default: ``recipe.eval_every``).
         resume: Continue from a checkpoint in ``checkpoint_dir``.
         callback: Passed to ``train``.
+        device: Where to train (``companion.devices.pick_device()`` picks the best one). The
+            weights are initialised on the CPU first, so a seed gives the same start anywhere.
 
     Returns:
-        The ``Pretrained`` model (``info["source"] == "trained"``).
+        The ``Pretrained`` model (``info["source"] == "trained"``), on the CPU.
     """
     recipe = _lookup(recipe)
     key = recipe.cache_key()
@@ -423,6 +426,7 @@ def train_recipe(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(recipe.seed)
         model = GPTModel(recipe.config, init="gpt2" if recipe.gpt2_init else "pytorch")
+    model.to(device)
     optimizer = configure_optimizer(model, lr=recipe.lr, weight_decay=recipe.weight_decay, betas=recipe.betas)
     extra = {"recipe": recipe.to_dict(), "recipe_key": key}
     options = recipe.train_options(
@@ -452,6 +456,7 @@ def train_recipe(
                         extra={**extra, "info": info, "tokens_seen": info["tokens_seen"]},
                         tokenizer=data.tokenizer)
     distributed.barrier()
+    model.cpu()
     return Pretrained(model, data.tokenizer, recipe.config,
                       {**info, "source": "trained", "path": checkpoint_dir}, history)
 

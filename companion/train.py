@@ -22,8 +22,9 @@ learning rates, optimizer moments and dropout masks the uninterrupted run would 
 used.
 
 Several processes. Every process computes the same global batch of step ``k`` and
-keeps its own share of the rows (``B / N`` each); DDP averages the gradients, so ``N``
-processes take the step one process would take on the whole batch. Only rank 0 shows
+keeps its own share of the rows (``B / N`` each; when ``B`` is not a multiple of ``N`` each
+process's loss is weighted by its share); DDP averages the gradients, so ``N`` processes
+take the step one process would take on the whole batch. Only rank 0 shows
 progress, evaluates, samples and writes checkpoints; the others wait for it at a
 barrier after each checkpoint. The history is complete on rank 0.
 
@@ -470,8 +471,14 @@ class _Run:
                                     options.warmup_steps, self.max_steps)
         batch = self.batches.batch(self.step)  # the global batch, the same on every process
         self.tokens += batch[0].numel()
+        rows = batch[0].shape[0]
         batch = tuple(t.to(self.device) for t in _shard(batch, self.world))  # type: ignore[assignment]
         loss = self.task.loss(self.runner, batch)
+        if self.world.distributed and rows % self.world.size:
+            # Unequal shares (the last batch of an epoch, or a batch size that is not a multiple of
+            # the number of processes): weight each process's mean by its share of the rows, so that
+            # the average DDP takes is the mean over the whole batch.
+            loss = loss * (batch[0].shape[0] * self.world.size / rows)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         value = float(distributed.mean_across(loss.detach()))

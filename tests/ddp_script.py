@@ -36,12 +36,13 @@ def main() -> None:
     parser.add_argument("--stop-after", type=int, default=None)
     parser.add_argument("--fail-rank", type=int, default=None)
     parser.add_argument("--fail-at", type=int, default=None)
+    parser.add_argument("--batch-size", type=int, default=8)
     args = parser.parse_args()
 
     torch.manual_seed(0)
     model = GPTModel(GPTConfig(vocab_size=96, context_length=16, emb_dim=32, n_heads=4, n_layers=2))
     ids = torch.randint(0, 96, (600,), generator=torch.Generator().manual_seed(1))
-    loader = DataLoader(SlidingWindowDataset(ids, 16, stride=3), batch_size=8, shuffle=True, drop_last=True)
+    loader = DataLoader(SlidingWindowDataset(ids, 16, stride=3), batch_size=args.batch_size, shuffle=True, drop_last=True)
 
     def callback(step: int, history: object) -> None:
         rank = int(os.environ.get("RANK", "0"))

@@ -57,6 +57,16 @@ def test_two_processes_on_half_batches_take_the_steps_of_one_on_the_whole(tmp_pa
     assert b["batch_losses"] == pytest.approx(a["batch_losses"], abs=1e-4)
 
 
+def test_a_batch_that_does_not_split_evenly_still_takes_the_whole_batchs_step(tmp_path: Path) -> None:
+    """7 rows on 2 processes: 4 and 3 rows, each process's loss weighted by its share."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert launch(one, "--batch-size", "7", "--steps", "6", processes=1).returncode == 0
+    double = launch(two, "--batch-size", "7", "--steps", "6", processes=2)
+    assert double.returncode == 0, double.stderr
+    diff = max_difference(final_weights(one), final_weights(two))
+    assert diff < TOLERANCE, f"the weights differ by up to {diff:.2e}"
+
+
 def test_a_killed_run_resumed_under_ddp_equals_the_uninterrupted_run(tmp_path: Path) -> None:
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     assert launch(straight).returncode == 0
