@@ -58,6 +58,7 @@ __all__ = [
     "find_checkpoint",
     "get_rng_state",
     "load_checkpoint",
+    "read_checkpoint_info",
     "save_checkpoint",
     "set_rng_state",
     "tokenizer_spec",
@@ -435,6 +436,43 @@ def _check_meta(meta: dict[str, Any], path: Path) -> tuple[int | None, TrainHist
         raise CheckpointError(f"{path} is corrupt: its training history is not valid ({err})") from err
 
 
+def read_checkpoint_info(path_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """What a checkpoint holds, without loading its weights (cheap: two small JSON files).
+
+    Returns:
+        A dict with ``"path"`` (the folder read, which may be a backup of an interrupted
+        save), ``"config"`` (``GPTConfig``), ``"step"``, ``"history"`` (``TrainHistory`` or
+        ``None``), ``"extra"`` (dict) and ``"meta"`` (the checked ``checkpoint.json``).
+
+    Raises:
+        CheckpointNotFoundError: There is no checkpoint at ``path_dir``.
+        CheckpointError: ``checkpoint.json`` or ``config.json`` is corrupt.
+    """
+    target = Path(path_dir)
+    folder = find_checkpoint(target)
+    if folder is None:
+        if target.is_dir():
+            raise CheckpointNotFoundError(f"{target} is not a checkpoint: checkpoint file {target / META_FILE} is missing")
+        raise CheckpointNotFoundError(f"no checkpoint at {target}: the folder does not exist")
+    meta = _read_json(folder / META_FILE)
+    if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{folder / META_FILE} is not a companion checkpoint file")
+    if meta.get("version") != CHECKPOINT_VERSION:
+        raise CheckpointError(
+            f"{folder / META_FILE} has checkpoint version {meta.get('version')!r}; this companion "
+            f"reads version {CHECKPOINT_VERSION}"
+        )
+    step, history = _check_meta(meta, folder / META_FILE)
+    try:
+        config = GPTConfig.from_dict(_read_json(folder / CONFIG_FILE))
+    except (KeyError, TypeError, ValueError) as err:
+        if isinstance(err, CheckpointError):
+            raise
+        raise CheckpointError(f"checkpoint file {folder / CONFIG_FILE} is not a valid GPTConfig: {err}") from err
+    return {"path": folder, "config": config, "step": step, "history": history,
+            "extra": meta.get("extra") or {}, "meta": meta}
+
+
 def load_checkpoint(
     path_dir: str | os.PathLike[str],
     *,
@@ -467,28 +505,13 @@ def load_checkpoint(
             message lists each mismatched tensor with the expected and found shapes),
             or the optimizer state does not fit the optimizer.
     """
-    target = Path(path_dir)
-    folder = find_checkpoint(target)
-    if folder is None:
-        if target.is_dir():
-            raise CheckpointNotFoundError(f"{target} is not a checkpoint: checkpoint file {target / META_FILE} is missing")
-        raise CheckpointNotFoundError(f"no checkpoint at {target}: the folder does not exist")
-    meta = _read_json(folder / META_FILE)
-    if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{folder / META_FILE} is not a companion checkpoint file")
-    if meta.get("version") != CHECKPOINT_VERSION:
+    info = read_checkpoint_info(path_dir)
+    folder, config = info["path"], info["config"]
+    if model is None and "classifier" in info["extra"]:
         raise CheckpointError(
-            f"{folder / META_FILE} has checkpoint version {meta.get('version')!r}; this companion "
-            f"reads version {CHECKPOINT_VERSION}"
+            f"{folder} holds a classifier (its output head is not the vocabulary's); load it with "
+            "companion.finetune.classification.load_classifier, or pass model= a model with that head"
         )
-    step, history = _check_meta(meta, folder / META_FILE)
-    try:
-        config = GPTConfig.from_dict(_read_json(folder / CONFIG_FILE))
-    except (KeyError, TypeError, ValueError) as err:
-        if isinstance(err, CheckpointError):
-            raise
-        raise CheckpointError(f"checkpoint file {folder / CONFIG_FILE} is not a valid GPTConfig: {err}") from err
-
     if model is None:
         with torch.random.fork_rng(devices=[]):  # building it must not move the caller's random state
             model = GPTModel(config, init="pytorch").to(map_location)
@@ -499,6 +522,7 @@ def load_checkpoint(
     except (SafetensorError, RuntimeError, OSError) as err:
         raise CheckpointError(f"checkpoint file {folder / MODEL_FILE} could not be loaded: {err}") from err
 
+    meta = info.pop("meta")
     rng_state = None
     if meta.get("training_state"):
         tensors = _read_tensors(folder / STATE_FILE, map_location)
@@ -508,13 +532,6 @@ def load_checkpoint(
     elif optimizer is not None:
         raise CheckpointError(f"checkpoint {folder} holds no optimizer state; load it without optimizer=")
 
-    info = {
-        "path": folder,
-        "config": config,
-        "step": step,
-        "history": history,
-        "extra": meta.get("extra") or {},
-        "tokenizer": _load_tokenizer(folder, meta.get("tokenizer")),
-        "rng_state": rng_state,
-    }
+    info["tokenizer"] = _load_tokenizer(folder, meta.get("tokenizer"))
+    info["rng_state"] = rng_state
     return model, info  # type: ignore[return-value]

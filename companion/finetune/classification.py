@@ -692,7 +692,7 @@ def finetune_spam_classifier(
         ValueError: The checkpoint folder holds a run with other settings (and
             ``options.resume`` is on).
     """
-    from companion.checkpoint import find_checkpoint
+    from companion.checkpoint import find_checkpoint, read_checkpoint_info
     from companion.train import train
 
     model, tokenizer = load_base_model(base)
@@ -713,7 +713,7 @@ def finetune_spam_classifier(
     run_key = hashlib.sha256(json.dumps(key_source, sort_keys=True).encode()).hexdigest()[:16]
     folder = options.checkpoint_dir
     resuming = folder is not None and options.resume and find_checkpoint(folder) is not None
-    if resuming and _read_extra(folder).get("run_key") != run_key:  # type: ignore[arg-type]
+    if resuming and read_checkpoint_info(folder)["extra"].get("run_key") != run_key:  # type: ignore[arg-type]
         raise ValueError(f"{folder} holds a checkpoint of a different run (other model, data or settings); "
                              "start afresh (resume off) or choose another folder")
     with torch.random.fork_rng(devices=[]):  # seed the new head without touching the caller's state
@@ -726,18 +726,6 @@ def finetune_spam_classifier(
     result = {name: task.evaluate(model, loader, None)["accuracy"]
               for name, loader in zip(("train", "val", "test"), loaders, strict=True)}
     return FinetuneResult(model, tokenizer, history, result, settings)
-
-
-def _read_extra(folder: str | os.PathLike[str]) -> dict[str, Any]:
-    """The ``extra`` of a checkpoint, without loading its weights."""
-    from companion.checkpoint import META_FILE, find_checkpoint
-
-    found = find_checkpoint(folder)
-    if found is None:
-        raise FileNotFoundError(f"no checkpoint at {folder}")
-    meta = json.loads((Path(found) / META_FILE).read_text(encoding="utf-8"))
-    extra = meta.get("extra") if isinstance(meta, dict) else None
-    return extra if isinstance(extra, dict) else {}
 
 
 def load_classifier(path: str | os.PathLike[str], *, map_location: str | torch.device = "cpu") -> tuple[GPTModel, dict[str, Any]]:
@@ -753,15 +741,13 @@ def load_classifier(path: str | os.PathLike[str], *, map_location: str | torch.d
     Raises:
         ValueError: The checkpoint is not a classifier's.
     """
-    from companion.checkpoint import CONFIG_FILE, find_checkpoint, load_checkpoint
-    from companion.config import GPTConfig
+    from companion.checkpoint import load_checkpoint, read_checkpoint_info
 
-    settings = _read_extra(path).get("classifier")
+    saved = read_checkpoint_info(path)
+    settings = saved["extra"].get("classifier")
     if not isinstance(settings, dict) or not isinstance(settings.get("num_classes"), int):
         raise ValueError(f"{path} is not a classifier's checkpoint (its extra has no 'classifier' settings)")
-    found = find_checkpoint(path)
-    assert found is not None
-    config = GPTConfig.from_dict(json.loads((Path(found) / CONFIG_FILE).read_text(encoding="utf-8")))
+    config = saved["config"]
     with torch.random.fork_rng(devices=[]):  # the weights are replaced: keep the caller's random state
         model = prepare_classifier(GPTModel(config, init="pytorch"), settings["num_classes"], train_blocks=None)
     model, info = load_checkpoint(path, model=model.to(map_location), map_location=map_location)
