@@ -370,8 +370,10 @@ class MultiHeadAttention(nn.Module):
             k, v = cache.append(k, v)  # (B, H, S, D) each, S = past + T
 
         # The new queries sit at positions past..past+T-1 of the text, the keys at
-        # 0..S-1: their mask is that block of the full causal mask.
-        mask = self.mask[past : past + T, : past + T]  # (T, S), True = hidden
+        # 0..S-1: their mask is that block of the full causal mask. One new token
+        # (T == 1, as in generation) is the last position: it may look at every key,
+        # so it needs no mask at all.
+        mask = self.mask[past : past + T, : past + T] if T > 1 else None  # (T, S), True = hidden
 
         weights: Tensor | None = None
         if self.impl == "manual":
@@ -380,10 +382,11 @@ class MultiHeadAttention(nn.Module):
             )  # (B, H, T, D), (B, H, T, S)
         else:
             dropout_p = self.dropout.p if self.training else 0.0
-            if past == 0:
-                # The plain causal case; the fused kernel builds the mask itself.
+            if past == 0 or mask is None:
+                # The plain causal case (the fused kernel builds the mask itself), or
+                # one new token that sees everything (is_causal=False: no mask).
                 out = F.scaled_dot_product_attention(
-                    q, k, v, dropout_p=dropout_p, is_causal=True
+                    q, k, v, dropout_p=dropout_p, is_causal=mask is not None
                 )  # (B, H, T, D)
             else:
                 # is_causal=True would align the mask to the top-left corner, wrong

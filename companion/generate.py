@@ -160,19 +160,19 @@ def _context_logits(model: GPTModel, idx: Tensor, cache: ModelCache | None) -> T
     tokens after the ``len(cache)`` cached ones are fed; when the text no longer fits
     (the positions would pass ``context_length``), the cache is emptied and the last
     ``context_length`` tokens are encoded afresh, exactly what the uncached path reads.
+    Either way only the last position's logits are computed (``last_only``).
     """
     ctx = model.config.context_length
     if cache is None:
-        return model(idx[:, -ctx:])[:, -1, :]  # (B, V)
+        return model(idx[:, -ctx:], last_only=True)[:, -1, :]  # (B, V)
     T = idx.shape[1]
     past = len(cache)
     if ctx < T:  # past the last position: re-encode the window, as the uncached path does
         cache.reset()
-        return model(idx[:, -ctx:], cache=cache)[:, -1, :]
-    return model(idx[:, past:], cache=cache)[:, -1, :]  # (B, V)
+        return model(idx[:, -ctx:], cache=cache, last_only=True)[:, -1, :]
+    return model(idx[:, past:], cache=cache, last_only=True)[:, -1, :]  # (B, V)
 
 
-@torch.no_grad()
 def generate(
     model: GPTModel,
     idx: Tensor,
@@ -202,7 +202,9 @@ def generate(
     slow. Cached and uncached generation choose the same tokens (up to floating-point
     ties: the two paths round differently in the last bits).
 
-    Runs in eval mode (no dropout) without gradients, and restores the model's mode.
+    Runs in eval mode (no dropout) under ``torch.inference_mode`` (no gradients, no
+    autograd bookkeeping), and restores the model's mode. The output is written into one
+    tensor allocated up front rather than grown by a concatenation per token.
 
     Args:
         model: A ``GPTModel``.
@@ -241,19 +243,26 @@ def generate(
     if top_p is not None and not 0 < top_p <= 1:
         raise ValueError(f"top_p={top_p} must be in (0, 1]")
 
-    with eval_mode(model):
+    B, T = idx.shape
+    length = T  # tokens of `out` filled so far
+    with eval_mode(model), torch.inference_mode():
+        out = idx.new_empty(B, T + max_new_tokens)  # (B, T + max_new_tokens)
+        out[:, :T] = idx
         cache = model.new_cache() if use_cache else None
-        finished = torch.zeros(idx.shape[0], 1, dtype=torch.bool, device=idx.device)  # (B, 1)
+        finished = torch.zeros(B, 1, dtype=torch.bool, device=idx.device)  # (B, 1)
         for _ in range(max_new_tokens):
-            logits = _context_logits(model, idx, cache)  # (B, V)
+            logits = _context_logits(model, out[:, :length], cache)  # (B, V)
             next_ids = _next_token(logits, temperature, top_k, top_p, generator)  # (B, 1)
             if eos_id is not None:
                 next_ids = next_ids.masked_fill(finished, eos_id)  # finished rows repeat eos
                 finished |= next_ids == eos_id
-            idx = torch.cat([idx, next_ids], dim=1)  # (B, T + 1)
+            out[:, length : length + 1] = next_ids
+            length += 1
             if eos_id is not None and bool(finished.all()):
                 break
-    return idx
+    # a copy made outside inference mode is an ordinary tensor, usable anywhere (even in
+    # a later training step)
+    return out[:, :length].clone()
 
 
 def generate_text(
