@@ -212,11 +212,12 @@ PRESETS: Mapping[str, GPTConfig] = MappingProxyType(
             context_length=256, qkv_bias=False, tie_embeddings=False
         ),
         # The course's own small models (chapter 5), sized for a laptop CPU.
-        # shakespeare-small: a 1,024-token BPE, the shape of nanoGPT's CPU example; 0.93M
-        # parameters. Its training recipe is companion.course_models.RECIPES[same name].
+        # shakespeare-small: a 2,048-token BPE, 4 layers 128 wide, a context of 128 tokens;
+        # 1.07M parameters. Its training recipe is companion.course_models.RECIPES[same
+        # name], chosen by bench/recipe_search.py (see bench/recipe_search.md).
         "shakespeare-small": GPTConfig(
-            vocab_size=1_024,
-            context_length=64,
+            vocab_size=2_048,
+            context_length=128,
             emb_dim=128,
             n_heads=4,
             n_layers=4,

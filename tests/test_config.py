@@ -220,8 +220,8 @@ def test_course_presets_are_the_configs_the_course_trains() -> None:
 
     assert RECIPES["shakespeare-small"].config == PRESETS["shakespeare-small"]
     with torch.device("meta"):
-        # 0.93M parameters as chapter 5 states: 1,024 x 128 tied embedding, 64 positions,
+        # 1.07M parameters as chapter 5 states: 2,048 x 128 tied embedding, 128 positions,
         # 4 blocks of 12*C^2 weights and 10*C biases and norm parameters, a final norm
         C = 128
-        expected = 1024 * C + 64 * C + 4 * (12 * C * C + 10 * C) + 2 * C
-        assert num_parameters(GPTModel(PRESETS["shakespeare-small"])) == expected == 931_072
+        expected = 2048 * C + 128 * C + 4 * (12 * C * C + 10 * C) + 2 * C
+        assert num_parameters(GPTModel(PRESETS["shakespeare-small"])) == expected == 1_070_336
