@@ -1,0 +1,120 @@
+"""The package's import graph: a ladder without cycles, figures as leaves, a light root.
+
+The graph is read from the source with ``ast`` (every ``import`` of a companion module,
+at module level or inside a function), so a cycle hidden in a function body counts too.
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "companion"
+# modules that draw or interact: the library never imports them
+LEAVES = {"companion.plots", "companion.diagrams", "companion.widgets", "companion.cli", "companion.__main__"}
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def imports_of(path: Path, name: str) -> set[str]:
+    """The companion modules ``path`` imports (resolved to module names)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names if alias.name.startswith("companion"))
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                target = f"{base}.{node.module}" if node.module else base
+            else:
+                target = node.module or ""
+            if not target.startswith("companion"):
+                continue
+            found.add(target)
+            # "from companion import model" imports a module, not a name
+            for alias in node.names:
+                candidate = f"{target}.{alias.name}"
+                if candidate in ALL_MODULES:
+                    found.add(candidate)
+    return {m for m in found if m in ALL_MODULES and m != name}
+
+
+SOURCES = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+ALL_MODULES = set(SOURCES)
+# the package roots re-export lazily or for convenience; the ladder is about modules
+ROOTS = {"companion", "companion.tokenizers", "companion.finetune"}
+GRAPH = {
+    name: {m for m in imports_of(path, name) if m not in ROOTS}
+    for name, path in SOURCES.items()
+    if name not in ROOTS
+}
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return [*stack[stack.index(nxt):], nxt]
+            if nxt not in state and (cycle := visit(nxt)):
+                return cycle
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (cycle := visit(node)):
+            return cycle
+    return None
+
+
+def test_the_graph_is_read_correctly() -> None:
+    # known edges, so that the checks below cannot pass on an empty graph
+    assert "companion.model" in GRAPH["companion.train"] or "companion.losses" in GRAPH["companion.train"]
+    assert "companion.history" in GRAPH["companion.checkpoint"]
+    assert "companion.course_models" in GRAPH["companion.cli"]
+
+
+def test_find_cycle_finds_a_planted_cycle() -> None:
+    planted = {**GRAPH, "companion.model": {*GRAPH["companion.model"], "companion.train"}}
+    cycle = find_cycle(planted)
+    assert cycle is not None and cycle[0] == cycle[-1]
+
+
+def test_no_import_cycles() -> None:
+    cycle = find_cycle(GRAPH)
+    assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
+
+
+@pytest.mark.parametrize("leaf", sorted(LEAVES))
+def test_library_modules_do_not_import_figures_or_the_command_line(leaf: str) -> None:
+    importers = sorted(name for name, deps in GRAPH.items() if leaf in deps and name not in LEAVES)
+    assert importers == [], f"{leaf} is imported by library modules {importers}"
+
+
+def test_importing_the_tokenizers_does_not_load_the_training_stack() -> None:
+    code = (
+        "import sys\n"
+        "from companion.tokenizers import SimpleTokenizer\n"
+        "import companion\n"
+        "heavy = sorted(m for m in ('companion.train', 'companion.checkpoint', "
+        "'companion.course_models', 'safetensors') if m in sys.modules)\n"
+        "print(','.join(heavy))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "", f"loaded eagerly: {result.stdout.strip()}"
