@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
     print("| tokens | batch | manual median (min) | sdpa median (min) | manual / sdpa |")
     print("| ---: | ---: | ---: | ---: | ---: |")
     for T in args.tokens:
-        if T > cfg.context_length:
+        if cfg.context_length < T:
             raise SystemExit(f"--tokens {T} exceeds the context length {cfg.context_length} of {args.preset}")
         idx = torch.randint(0, cfg.vocab_size, (args.batch, T), generator=torch.Generator().manual_seed(1))
         result = {}
