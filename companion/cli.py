@@ -225,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="share of the records held out for the test (default 0.1)")
     fi.add_argument("--split-seed", type=_non_negative, default=123, metavar="N",
                     help="seed of the split into training, validation and test (default 123)")
-    fi.add_argument("--steps", type=_positive, default=300, metavar="N", help="optimizer steps (default 300)")
+    fi.add_argument("--steps", type=_positive, default=400, metavar="N", help="optimizer steps (default 400)")
     fi.add_argument("--batch-size", type=_positive, default=8, metavar="N", help="examples per step (default 8)")
     fi.add_argument("--lr", type=_positive_float, default=1e-3, metavar="X", help="peak learning rate (default 1e-3)")
     fi.add_argument("--min-lr", type=_non_negative_float, default=None, metavar="X",
