@@ -64,6 +64,21 @@ def _check_layer_impl(impl: str) -> LayerImpl:
     return impl  # type: ignore[return-value]
 
 
+class _LayerSwitch(nn.Module):
+    """A layer with two computations of the same function, chosen by ``impl``."""
+
+    _impl: LayerImpl
+
+    @property
+    def impl(self) -> LayerImpl:
+        """Which computation ``forward`` uses: ``"manual"`` or ``"fused"``."""
+        return self._impl
+
+    @impl.setter
+    def impl(self, value: LayerImpl) -> None:
+        self._impl = _check_layer_impl(value)
+
+
 @contextlib.contextmanager
 def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     """Put ``model`` in evaluation mode (no dropout) for a block, then restore its mode."""
@@ -75,7 +90,7 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
         model.train(was_training)
 
 
-class LayerNorm(nn.Module):
+class LayerNorm(_LayerSwitch):
     """Layer normalization (chapter 4,
     "Layer normalisation: keeping activations in range").
 
@@ -99,15 +114,6 @@ class LayerNorm(nn.Module):
         self.scale = nn.Parameter(torch.ones(emb_dim))
         self.shift = nn.Parameter(torch.zeros(emb_dim))
 
-    @property
-    def impl(self) -> LayerImpl:
-        """Which computation ``forward`` uses: ``"manual"`` or ``"fused"``."""
-        return self._impl
-
-    @impl.setter
-    def impl(self, value: LayerImpl) -> None:
-        self._impl = _check_layer_impl(value)
-
     def extra_repr(self) -> str:
         return f"{self.scale.shape[0]}, eps={self.eps}, impl={self.impl!r}"
 
@@ -121,7 +127,7 @@ class LayerNorm(nn.Module):
         return self.scale * norm_x + self.shift  # (..., C)
 
 
-class GELU(nn.Module):
+class GELU(_LayerSwitch):
     """GELU activation, tanh approximation (chapter 4,
     "GELU and the feed-forward network").
 
@@ -136,15 +142,6 @@ class GELU(nn.Module):
     def __init__(self, impl: LayerImpl = "fused") -> None:
         super().__init__()
         self.impl = impl
-
-    @property
-    def impl(self) -> LayerImpl:
-        """Which computation ``forward`` uses: ``"manual"`` or ``"fused"``."""
-        return self._impl
-
-    @impl.setter
-    def impl(self, value: LayerImpl) -> None:
-        self._impl = _check_layer_impl(value)
 
     def extra_repr(self) -> str:
         return f"impl={self.impl!r}"
