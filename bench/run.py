@@ -1,7 +1,7 @@
 """One benchmark run: companion against the GPTs a reader would pick instead.
 
     pip install --no-deps -r bench/requirements.txt     # the peers, without another torch
-    flock /tmp/heavy.lock python bench/run.py          # about 10 minutes on 2 cores
+    flock /tmp/heavy.lock python bench/run.py          # about 15 minutes on 2 cores
     python bench/run.py --quick                         # fewer rounds and tokens
     python bench/run.py --notebooks --book              # also nbval per notebook, book build
 
@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -418,7 +419,9 @@ def notebooks_section(book: bool, notebooks: bool) -> None:
     if book:
         with_tmp = ROOT / "_build" / "bench"
         start = time.perf_counter()
-        result = subprocess.run(["jupyter-book", "build", ".", "--path-output", str(with_tmp)], cwd=ROOT,
+        # the jupyter-book next to this interpreter, so that an unactivated venv works too
+        jupyter_book = shutil.which("jupyter-book") or str(Path(sys.executable).with_name("jupyter-book"))
+        result = subprocess.run([jupyter_book, "build", ".", "--path-output", str(with_tmp)], cwd=ROOT,
                                 capture_output=True, text=True)
         status = "" if result.returncode == 0 else " (FAILED)"
         out(f"| `jupyter-book build .`{status} | {time.perf_counter() - start:.0f} | 60 |")
