@@ -1,7 +1,7 @@
 """One benchmark run: companion against the GPTs a reader would pick instead.
 
     pip install --no-deps -r bench/requirements.txt     # the peers, without another torch
-    flock /tmp/heavy.lock python bench/run.py          # about 15 minutes on 2 cores
+    flock /tmp/heavy.lock python bench/run.py          # about 10 minutes on 2 cores
     python bench/run.py --quick                         # fewer rounds and tokens
     python bench/run.py --notebooks --book              # also nbval per notebook, book build
 
