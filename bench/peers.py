@@ -67,24 +67,24 @@ def _lfs_config(shape: Shape) -> dict[str, object]:
             "n_layers": shape.L, "drop_rate": 0.0, "qkv_bias": False}
 
 
-def lfs_gpt(shape: Shape) -> Built:
-    """``llms_from_scratch.ch04.GPTModel``: the book's model (untied head)."""
+def _lfs_model(class_name: str, shape: Shape) -> Built:
+    """One of ``llms_from_scratch.ch04``'s models, built from its config dict as its users do."""
     try:
-        from llms_from_scratch.ch04 import GPTModel
+        from llms_from_scratch import ch04
     except ImportError as err:
         raise PeerMissing("llms-from-scratch is not installed (pip install --no-deps -r bench/requirements.txt)") from err
-    model = GPTModel(_lfs_config(shape))
+    model = getattr(ch04, class_name)(_lfs_config(shape))
     return model, model
+
+
+def lfs_gpt(shape: Shape) -> Built:
+    """``llms_from_scratch.ch04.GPTModel``: the book's model (untied head)."""
+    return _lfs_model("GPTModel", shape)
 
 
 def lfs_gpt_fast(shape: Shape) -> Built:
     """``llms_from_scratch.ch04.GPTModelFast``: the book's bonus model with PyTorch's fused layers."""
-    try:
-        from llms_from_scratch.ch04 import GPTModelFast
-    except ImportError as err:
-        raise PeerMissing("llms-from-scratch is not installed (pip install --no-deps -r bench/requirements.txt)") from err
-    model = GPTModelFast(_lfs_config(shape))
-    return model, model
+    return _lfs_model("GPTModelFast", shape)
 
 
 PEERS_TIED: dict[str, Callable[[Shape], Built]] = {
