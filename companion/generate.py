@@ -22,6 +22,7 @@ Shape letters used in this module:
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -35,6 +36,8 @@ __all__ = [
     "generate_text",
     "ids_to_text",
     "softmax_with_temperature",
+    "stream_text",
+    "stream_tokens",
     "text_to_ids",
     "top_k_filter",
     "top_p_filter",
@@ -150,6 +153,17 @@ def _next_token(
     return torch.multinomial(probs, num_samples=1, generator=generator)  # (B, 1)
 
 
+def _check_sampling(max_new_tokens: int, temperature: float, top_k: int | None, top_p: float | None) -> None:
+    if max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens={max_new_tokens} must be >= 0")
+    if temperature < 0:
+        raise ValueError(f"temperature={temperature} must be >= 0 (0 is greedy)")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k={top_k} must be at least 1")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise ValueError(f"top_p={top_p} must be in (0, 1]")
+
+
 # --------------------------------------------------------------------------- #
 # The loop
 # --------------------------------------------------------------------------- #
@@ -234,14 +248,7 @@ def generate(
             f"idx must be a (B, T) batch of token ids with T >= 1, got shape {tuple(idx.shape)}; "
             "for one sequence use idx.unsqueeze(0)"
         )
-    if max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens={max_new_tokens} must be >= 0")
-    if temperature < 0:
-        raise ValueError(f"temperature={temperature} must be >= 0 (0 is greedy)")
-    if top_k is not None and top_k < 1:
-        raise ValueError(f"top_k={top_k} must be at least 1")
-    if top_p is not None and not 0 < top_p <= 1:
-        raise ValueError(f"top_p={top_p} must be in (0, 1]")
+    _check_sampling(max_new_tokens, temperature, top_k, top_p)
 
     B, T = idx.shape
     length = T  # tokens of `out` filled so far
@@ -307,3 +314,85 @@ def generate_text(
         new = new[: new.index(eos_id)]
     ids = idx[0].tolist() + new if include_prompt else new
     return tokenizer.decode(ids)
+
+
+# --------------------------------------------------------------------------- #
+# Streaming: one token at a time, for a chat
+# --------------------------------------------------------------------------- #
+def stream_tokens(
+    model: GPTModel,
+    prompt_ids: Sequence[int],
+    max_new_tokens: int,
+    *,
+    temperature: float = 0.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    eos_id: int | None = None,
+    generator: torch.Generator | None = None,
+) -> Iterator[int]:
+    """Yield the continuation of one prompt token by token, as it is chosen (chapter 7,
+    "Talking to the model").
+
+    The same choices as ``generate`` with a KV cache on a batch of one, but each token is
+    handed out as soon as it exists, so a chat can show the answer while it is written.
+    Each step runs in eval mode under ``torch.inference_mode``; between steps the caller's
+    code runs normally. Stopping early (``break``, or an exception such as Ctrl-C in the
+    caller) leaves the model as it was.
+
+    Args:
+        model: A ``GPTModel``.
+        prompt_ids: The prompt's token ids (at least one).
+        max_new_tokens, temperature, top_k, top_p, generator: As in ``generate``.
+        eos_id: Stop when the model chooses this token (it is not yielded).
+
+    Yields:
+        Token ids, at most ``max_new_tokens`` of them.
+    """
+    _check_sampling(max_new_tokens, temperature, top_k, top_p)
+    if len(prompt_ids) == 0:
+        raise ValueError("prompt_ids is empty: the model needs at least one token to continue")
+    device = next(model.parameters()).device
+    with eval_mode(model), torch.inference_mode():
+        out = torch.tensor([list(prompt_ids)], dtype=torch.long, device=device)  # (1, T)
+        cache = model.new_cache()
+    for _ in range(max_new_tokens):
+        with eval_mode(model), torch.inference_mode():
+            logits = _context_logits(model, out, cache)  # (1, V)
+            next_id = _next_token(logits, temperature, top_k, top_p, generator)  # (1, 1)
+            out = torch.cat([out, next_id], dim=1)  # (1, T + 1)
+        token = int(next_id)
+        if token == eos_id:
+            return
+        yield token
+
+
+def stream_text(
+    model: GPTModel,
+    tokenizer: Any,
+    prompt: str,
+    max_new_tokens: int = 50,
+    **sampling: Any,
+) -> Iterator[str]:
+    """Yield the continuation of a text prompt in pieces, as the tokens are chosen.
+
+    Joined, the pieces are the decoded continuation (what ``generate_text`` returns with
+    ``include_prompt=False``). A byte-level tokenizer can split one character over two
+    tokens; a piece is handed out only once its characters are whole.
+
+    Args:
+        model, tokenizer, prompt, max_new_tokens: As in ``generate_text``.
+        **sampling: ``temperature``, ``top_k``, ``top_p``, ``eos_id``, ``generator`` of
+            ``stream_tokens``.
+    """
+    ids: list[int] = []
+    shown = 0
+    for token in stream_tokens(model, encode_text(tokenizer, prompt), max_new_tokens, **sampling):
+        ids.append(token)
+        text = tokenizer.decode(ids)
+        if text.endswith("\ufffd"):  # a character whose last byte is still to come
+            continue
+        yield text[shown:]
+        shown = len(text)
+    text = tokenizer.decode(ids)
+    if len(text) > shown:
+        yield text[shown:]
