@@ -1,4 +1,4 @@
-"""The command line: ``companion train`` and ``companion generate``.
+"""The command line: ``companion train``, ``generate``, ``chat`` and the fine-tuning commands.
 
 ``python -m companion train --help`` and ``python -m companion generate --help``
 describe every option. Examples::
@@ -10,6 +10,8 @@ describe every option. Examples::
     companion generate --pretrained shakespeare-small --prompt "ROMEO:"
     companion finetune-instructions --out runs/assistant    # chapter 7: follow instructions
     companion finetune-classifier --out runs/spam          # chapter 6: a spam classifier
+    companion chat                                         # talk to the chapter 7 model
+    companion chat --prompt "Name the bigger number." --input "37 52"  # one answer
 
 Errors in the input (a missing checkpoint, a bad number, an unknown name) print one
 line starting with ``companion: error:`` and exit with status 2.
@@ -190,6 +192,35 @@ def build_parser() -> argparse.ArgumentParser:
                     help="stop at the tokenizer's <|endoftext|> token")
     ge.add_argument("--no-cache", action="store_true",
                     help="re-read the whole context at every step instead of using the KV cache")
+
+    # ------------------------------------------------------------------ chat
+    from companion import list_models
+
+    models = ", ".join(list_models())
+    ch = commands.add_parser(
+        "chat",
+        help="talk to a course model or a fine-tuned checkpoint",
+        description=(
+            "Type a message, read the answer as it is written (chapter 7). Each message is put into the "
+            "prompt template the model was fine-tuned with. Commands: /temperature X, /top_k N, "
+            "/max_tokens N, /reset, /help, /quit. Ctrl-C stops an answer, Ctrl-D leaves. With --prompt, "
+            "answer one message and exit."
+        ),
+    )
+    ch.add_argument("--model", default="shakespeare-tasks", metavar="NAME_OR_DIR",
+                    help=f"a course model ({models}) or a checkpoint folder from chapters 5 to 7 "
+                         "(default shakespeare-tasks)")
+    ch.add_argument("--prompt", default=None, metavar="TEXT", help="answer this message, print the answer and exit")
+    ch.add_argument("--input", default="", metavar="TEXT", help="the input of the --prompt instruction, if it has one")
+    ch.add_argument("--template", choices=("auto", "compact", "alpaca", "none"), default="auto",
+                    help="the prompt template; auto: the one the model was fine-tuned with, none for a model "
+                         "that was only pretrained (it continues the text)")
+    ch.add_argument("--temperature", type=_non_negative_float, default=0.0, metavar="T",
+                    help="0 answers greedily (default); above 0 samples")
+    ch.add_argument("--top-k", type=_positive, default=None, metavar="K",
+                    help="sample only among the K most likely tokens")
+    ch.add_argument("--max-tokens", type=_positive, default=64, metavar="N", help="longest answer (default 64)")
+    ch.add_argument("--seed", type=_non_negative, default=123, metavar="N", help="seed of the sampling (default 123)")
 
     # ------------------------------------------------- finetune-instructions
     fi = commands.add_parser(
@@ -502,6 +533,47 @@ def _finetune_instructions(args: argparse.Namespace) -> int:
     return 0
 
 
+def _chat_model(source: str) -> tuple[Any, Any, str | None, str]:
+    """The model, tokenizer, template and a name for ``companion chat --model``."""
+    from companion import list_models, pretrained
+    from companion.checkpoint import load_checkpoint
+
+    if source in list_models():
+        found = pretrained(source)
+        return found.model, found.tokenizer, found.info.get("prompt_style"), source
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise _UsageError(f"--model {source!r} is neither a course model ({', '.join(list_models())}) "
+                          "nor an existing checkpoint folder")
+    model, meta = load_checkpoint(path)
+    if meta["tokenizer"] is None:
+        raise _UsageError(f"the checkpoint {path} holds no tokenizer; chat needs the model's own")
+    extra = meta["extra"]
+    style = extra.get("finetune", {}).get("prompt_style") or extra.get("info", {}).get("prompt_style")
+    return model, meta["tokenizer"], style, str(path)
+
+
+def _chat(args: argparse.Namespace) -> int:
+    from companion.chat import Chat, ChatSettings, run_chat
+
+    model, tokenizer, style, name = _chat_model(args.model)
+    if args.template != "auto":
+        style = None if args.template == "none" else args.template
+    settings = ChatSettings(temperature=args.temperature, top_k=args.top_k, max_tokens=args.max_tokens,
+                            seed=args.seed)
+    chat = Chat(model, tokenizer, style=style, settings=settings)
+    if args.prompt is not None:
+        try:
+            print(chat.answer(args.prompt, args.input))
+        except ValueError as err:
+            raise _UsageError(f"--prompt: {err}") from err
+        return 0
+    template = f"the {style} template" if style else "no template (the model continues your text)"
+    greeting = (f"{name}: {template}; {chat.describe()}.\n"
+                "Type a message (an input after ' | '), /help for commands, Ctrl-D to leave.")
+    return run_chat(chat, greeting=greeting)
+
+
 def _blocks(text: str) -> int | None:
     return None if text == "all" else _non_negative(text)
 
@@ -567,6 +639,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _finetune_instructions(args)
         if args.command == "finetune-classifier":
             return _finetune_classifier(args)
+        if args.command == "chat":
+            return _chat(args)
         return _generate(args)
     except SystemExit as exit_:  # --help (0)
         return int(exit_.code or 0)

@@ -192,3 +192,52 @@ def sampling_explorer(
         control.observe(update, names="value")
     update()
     return widgets.VBox([prompt_box, widgets.HBox([temperature, top_k, seed_box]), out])
+
+
+def chat_widget(chat: Any, messages: Sequence[str] = ()) -> Any:
+    """A message box and the conversation so far: talk to a fine-tuned model (chapter 7).
+
+    Type an instruction (an input after `` | ``, as in ``companion chat``) and press Enter
+    or *Send*; the answer appears token by token. The messages given are answered when
+    the widget is created, so a saved notebook shows them in the HTML book too.
+
+    Args:
+        chat: A ``companion.chat.Chat``.
+        messages: Messages to answer first.
+    """
+    import ipywidgets as widgets
+
+    # continuous_update=False: the value changes when Enter is pressed (or the box loses focus)
+    box = widgets.Text(placeholder="Reverse the order of the words: king horse crown",
+                       continuous_update=False, layout=widgets.Layout(width="70%"))
+    send = widgets.Button(description="Send", button_style="primary")
+    log = widgets.HTML()
+    lines: list[str] = []
+
+    def show(partial: str = "") -> None:
+        log.value = "<div style='font-family:monospace;white-space:pre-wrap'>" + "".join(lines) + partial + "</div>"
+
+    def ask(message: str) -> None:
+        instruction, _, text = message.partition(" | ")
+        lines.append(f"<b>you&gt;</b> {html.escape(message)}\n")
+        answer = ""
+        try:
+            for piece in chat.reply(instruction.strip(), text.strip()):
+                answer += piece
+                show(f"<b>model&gt;</b> {html.escape(answer.lstrip())}")
+            lines.append(f"<b>model&gt;</b> {html.escape(answer.strip())}\n")
+        except ValueError as err:
+            lines.append(f"<span style='color:#b91c1c'>error: {html.escape(str(err))}</span>\n")
+        show()
+
+    def on_send(_: Any) -> None:
+        if box.value.strip():
+            message, box.value = box.value, ""
+            ask(message)
+
+    send.on_click(on_send)
+    box.observe(on_send, "value")
+    for message in messages:
+        ask(message)
+    show()
+    return widgets.VBox([widgets.HBox([box, send]), log])
