@@ -44,7 +44,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch.utils.data import DataLoader
@@ -211,6 +211,10 @@ class Recipe:
         fields["config"] = GPTConfig.from_dict(fields["config"])
         return cls(**fields)
 
+    def run(self, *, progress: bool = True) -> Pretrained:
+        """Train the recipe now (``train_recipe``)."""
+        return train_recipe(self, progress=progress)
+
     def data_sha256(self) -> str:
         """SHA-256 of the corpus: the registered hash of a course file, else the file's."""
         if self.data in DATASETS:
@@ -279,8 +283,22 @@ def list_recipes() -> list[str]:
     return list(RECIPES)
 
 
-def _lookup(name: str | Recipe) -> Recipe:
-    if isinstance(name, Recipe):
+class CourseRecipe(Protocol):
+    """What ``pretrained`` and ``ship`` need of a recipe: a ``Recipe`` here, or a
+    fine-tuning recipe such as ``companion.finetune.task_model.TaskRecipe``."""
+
+    @property
+    def name(self) -> str: ...
+
+    def cache_key(self) -> str: ...
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+    def run(self, *, progress: bool = True) -> Pretrained: ...
+
+
+def _lookup(name: str | CourseRecipe) -> CourseRecipe:
+    if not isinstance(name, str):
         return name
     try:
         return RECIPES[name]
@@ -422,7 +440,10 @@ def train_recipe(
     Returns:
         The ``Pretrained`` model (``info["source"] == "trained"``), on the CPU.
     """
-    recipe = _lookup(recipe)
+    found = _lookup(recipe)
+    if not isinstance(found, Recipe):
+        raise TypeError(f"train_recipe trains a pretraining Recipe, not a {type(found).__name__}; call its run()")
+    recipe = found
     key = recipe.cache_key()
     data = prepare_data(recipe, progress=progress)
     with torch.random.fork_rng(devices=[]):
@@ -467,7 +488,7 @@ def train_recipe(
 # The cache
 # --------------------------------------------------------------------------- #
 def pretrained(
-    name: str | Recipe = "shakespeare-small",
+    name: str | CourseRecipe = "shakespeare-small",
     *,
     progress: bool = True,
     cache_dir: str | os.PathLike[str] | None = None,
@@ -503,7 +524,7 @@ def pretrained(
         for found in (_from_shipped(recipe.name, key), _from_cache(folder, key)):
             if found is not None:
                 return found
-    result = train_recipe(recipe, progress=progress)
+    result = recipe.run(progress=progress)
     try:
         save_checkpoint(folder, result.model, step=result.info["steps"], history=result.history,
                         extra={"recipe": recipe.to_dict(), "recipe_key": key,
@@ -590,7 +611,9 @@ def _from_shipped(name: str, key: str) -> Pretrained | None:
     return Pretrained(model, meta["tokenizer"], meta["config"], info, meta["history"])
 
 
-def ship(name: str | Recipe, folder: str | os.PathLike[str] | None = None, *, progress: bool = True) -> ShippedModel:
+def ship(
+    name: str | CourseRecipe, folder: str | os.PathLike[str] | None = None, *, progress: bool = True
+) -> ShippedModel:
     """Train a recipe and write its checkpoint where the package ships it (maintainers).
 
     A model of more than about a million parameters is stored in float16 to keep the
@@ -607,11 +630,11 @@ def ship(name: str | Recipe, folder: str | os.PathLike[str] | None = None, *, pr
         The ``ShippedModel`` record to put into ``SHIPPED``.
     """
     recipe = _lookup(name)
-    result = train_recipe(recipe, progress=progress)
+    result = recipe.run(progress=progress)
     target = Path(folder) if folder is not None else SHIPPED_DIR / recipe.name
     info = {k: v for k, v in result.info.items() if k not in ("source", "path")}
     model = result.model
-    if num_parameters(model) > _SHIP_FLOAT32_LIMIT:
+    if num_parameters(model) > _SHIP_FLOAT32_LIMIT and isinstance(recipe, Recipe):
         with torch.no_grad():
             for parameter in model.parameters():
                 parameter.copy_(parameter.half().float())

@@ -226,18 +226,22 @@ def test_a_cache_with_wrong_types_is_retrained(tiny: Recipe, tmp_path: Path) -> 
 def test_shipped_weights_were_made_by_the_current_recipe(name: str, tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """If this fails, a recipe changed: run ``python -m companion.course_models ship NAME``."""
+    from companion import pretrained as course_model
+    from companion.finetune.task_model import RECIPES as TASK_RECIPES
+
     record = SHIPPED[name]
-    assert record.recipe_key == RECIPES[name].cache_key()
+    recipe = RECIPES[name] if name in RECIPES else TASK_RECIPES[name]
+    assert record.recipe_key == recipe.cache_key()
     folder = SHIPPED_DIR / name
     assert {p.name for p in folder.iterdir() if p.is_file()} == set(record.sha256)
     for filename, digest in record.sha256.items():
         assert sha256_of(folder / filename) == digest, filename
-    monkeypatch.setattr(pretrained_module, "train_recipe", lambda *a, **k: pytest.fail("trained instead"))
-    shipped = pretrained(name, cache_dir=tmp_path)
+    monkeypatch.setattr(type(recipe), "run", lambda *a, **k: pytest.fail("trained instead"))
+    shipped = course_model(name, cache_dir=tmp_path)
     assert shipped.info["source"] == "shipped" and not shipped.model.training
     assert shipped.info["recipe_key"] == record.recipe_key
     assert not any(tmp_path.iterdir())  # nothing written to the cache
-    again = pretrained(name, cache_dir=tmp_path)
+    again = course_model(name, cache_dir=tmp_path)
     assert same_weights(again.model, shipped.model)
 
 
@@ -255,3 +259,20 @@ def test_damaged_shipped_weights_warn_and_the_recipe_is_trained(tiny: Recipe, tm
     # a recipe that changed since the weights were made does not use them
     other = pretrained(tiny.replace(seed=9), cache_dir=tmp_path / "cache", progress=False)
     assert other.info["source"] == "trained"
+
+
+def test_the_package_root_finds_pretrained_and_fine_tuned_models() -> None:
+    import companion
+    from companion.finetune.task_model import RECIPES as TASK_RECIPES
+
+    assert companion.list_models() == [*RECIPES, *TASK_RECIPES]
+    assert "shakespeare-tasks" in companion.list_models()
+    with pytest.raises(KeyError, match="unknown course model 'gpt-9'; known models: shakespeare-small"):
+        companion.pretrained("gpt-9")
+
+
+def test_train_recipe_refuses_a_fine_tuning_recipe() -> None:
+    from companion.finetune.task_model import RECIPES as TASK_RECIPES
+
+    with pytest.raises(TypeError, match="call its run"):
+        pretrained_module.train_recipe(TASK_RECIPES["shakespeare-tasks"])
