@@ -12,6 +12,9 @@ tokenizers, GPT-2's weights):
   the same for a whole folder, keeping the previous folder until the new one is whole.
   A crash leaves either the old content or the new, never a mixture, and never
   deletes what was there before the new content is complete.
+* **One writer at a time.** ``folder_lock`` makes a second process that writes the
+  same folder wait until the first is done (a lock file next to the folder's real
+  path), so two saves never remove each other's temporary folders.
 * **Verified downloads.** ``fetch_verified`` downloads to a temporary file, checks the
   SHA-256 (after an optional unpacking step), and only then renames the file into the
   cache. A file whose hash does not match is never used or kept.
@@ -37,11 +40,13 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import filelock
 from tqdm.auto import tqdm
 
 __all__ = [
     "ChecksumError",
     "DownloadError",
+    "FolderBusyError",
     "atomic_folder",
     "atomic_write",
     "cache_folder",
@@ -49,6 +54,7 @@ __all__ = [
     "fetch_verified",
     "file_digest",
     "folder_backups",
+    "folder_lock",
     "recover_folder",
     "sha256_of",
 ]
@@ -64,6 +70,10 @@ class DownloadError(RuntimeError):
 
 class ChecksumError(DownloadError):
     """Downloaded bytes do not hash to the recorded SHA-256 (they are not kept)."""
+
+
+class FolderBusyError(RuntimeError):
+    """Another process has been writing the same folder for longer than the wait allows."""
 
 
 # --------------------------------------------------------------------------- #
@@ -197,6 +207,41 @@ def recover_folder(target: Path, is_complete: Callable[[Path], bool]) -> None:
         _remove_quietly(leftover)
 
 
+WRITE_LOCK_TIMEOUT_S = 600.0
+"""Seconds a writer waits for another process writing the same folder before it gives up."""
+
+
+@contextlib.contextmanager
+def folder_lock(target: str | os.PathLike[str], *, timeout: float = WRITE_LOCK_TIMEOUT_S) -> Iterator[None]:
+    """Hold the write lock of a folder (or file): ``.<name>.writing.lock`` next to its real path.
+
+    A second process that asks for the same lock waits until the first releases it (at
+    most ``timeout`` seconds). The path is resolved first, so a folder reached through a
+    symbolic link has one lock. The operating system releases the lock of a process
+    that dies, so a crash never leaves a folder locked. Where no lock file can be
+    created (a read-only folder) there is nothing to guard and no lock is taken.
+
+    Raises:
+        FolderBusyError: Another process held the lock for all of ``timeout`` seconds.
+    """
+    real = Path(target).expanduser().resolve()
+    lock = filelock.FileLock(str(real.parent / f".{real.name}.writing.lock"), timeout=timeout)
+    try:
+        lock.acquire()
+    except filelock.Timeout:
+        raise FolderBusyError(
+            f"another process has been writing {real} for {timeout:.0f} s (it holds {lock.lock_file}); "
+            "wait for it to finish, or write somewhere else"
+        ) from None
+    except OSError:  # a read-only or missing folder: the write itself will say what is wrong
+        yield
+        return
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 @contextlib.contextmanager
 def atomic_folder(target: str | os.PathLike[str]) -> Iterator[Path]:
     """Build a folder under a temporary name, then swap it in for ``target`` in one step.
@@ -295,7 +340,8 @@ def fetch_verified(
       their SHA-256 is checked; only then are they renamed to ``target``.
     * ``sha256=None`` means no hash is known in advance: the first good download's hash
       is written next to the file (``<name>.sha256``) and every later use checks the
-      file against it.
+      file against it. A file placed by hand with no hash recorded yet is trusted the
+      same way: its hash is recorded the first time it is used.
 
     Args:
         url: Where to download from.
@@ -323,7 +369,11 @@ def fetch_verified(
     stale_note = ""
     if final.is_file():
         actual = sha256_of(final)
-        if expected is None or actual == expected:
+        if expected is None:  # placed by hand (as ``by_hand`` advises): trust it now, check it from now on
+            with contextlib.suppress(OSError):  # a read-only cache: nothing can be recorded
+                atomic_write(sidecar, actual + "\n")
+            return final
+        if actual == expected:
             return final
         stale_note = (
             f" The cached copy {final} has SHA-256 {actual}, not {expected}, so it is not trusted; "
