@@ -20,12 +20,14 @@ from companion import files
 from companion.files import (
     ChecksumError,
     DownloadError,
+    FolderBusyError,
     atomic_folder,
     atomic_write,
     cache_folder,
     fetch_verified,
     file_digest,
     folder_backups,
+    folder_lock,
     recover_folder,
     sha256_of,
 )
@@ -363,3 +365,29 @@ def test_fetch_verified_checks_the_unpacked_bytes(tmp_path: Path, httpserver: HT
     assert str(info.value).endswith("Do it yourself.")
     assert not isinstance(info.value, ChecksumError)
     assert _listing(tmp_path) == ["member.txt"]
+
+
+def test_a_file_placed_by_hand_gets_its_hash_recorded_on_first_use(tmp_path: Path) -> None:
+    """Issue 18: the offline error advises placing the file by hand; that copy is then checked like a download."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    target = cache / "gpt2-medium.safetensors"
+    placed = b"weights placed by hand\n" * 50
+    target.write_bytes(placed)
+    url = "http://127.0.0.1:9/never-contacted"  # nothing listens: a download attempt would fail
+    assert fetch_verified(url, target, sha256=None, progress=False) == target
+    sidecar = cache / "gpt2-medium.safetensors.sha256"
+    assert sidecar.read_text(encoding="ascii") == hashlib.sha256(placed).hexdigest() + "\n"
+    target.write_bytes(placed[:-1] + b"!")  # changed afterwards: no longer trusted
+    with pytest.raises(DownloadError, match="is not trusted"):
+        fetch_verified(url, target, sha256=None, progress=False, timeout=1)
+
+
+def test_folder_lock_is_one_lock_through_a_symlink(tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    real.mkdir()
+    (tmp_path / "link").symlink_to(real)
+    with folder_lock(real), pytest.raises(FolderBusyError, match=r"another process has been writing .*real"):
+        # a second holder of the same lock (another process would wait; here it must not wait)
+        with folder_lock(tmp_path / "link", timeout=0.05):
+            pass
