@@ -455,7 +455,8 @@ def train_recipe(
         # the final figures join the last checkpoint, which stays resumable
         save_checkpoint(checkpoint_dir, model, optimizer=optimizer, step=history.steps[-1] if history.steps else 0,
                         history=history,
-                        extra={**extra, "info": info, "tokens_seen": info["tokens_seen"]},
+                        extra={**extra, "info": info, "tokens_seen": info["tokens_seen"],
+                               "world_size": distributed.world().size},
                         tokenizer=data.tokenizer)
     distributed.barrier()
     model.cpu()
