@@ -633,11 +633,12 @@ def train(
         NonFiniteLossError: The loss became NaN or infinite (the message names the step).
         RunFolderBusyError: Another run holds the checkpoint folder.
     """
-    if not isinstance(model, nn.Module):
-        inner = getattr(model, "model", None)
-        hint = (f"; this {type(model).__name__} holds one: pass its .model (and tokenizer=its .tokenizer)"
+    given: Any = model  # typed as a module, but a reader may pass pretrained(...) itself
+    if not isinstance(given, nn.Module):
+        inner = getattr(given, "model", None)
+        hint = (f"; this {type(given).__name__} holds one: pass its .model (and tokenizer=its .tokenizer)"
                 if isinstance(inner, nn.Module) else "")
-        raise TypeError(f"train needs the model itself (a torch.nn.Module), got a {type(model).__name__}{hint}")
+        raise TypeError(f"train needs the model itself (a torch.nn.Module), got a {type(given).__name__}{hint}")
     options = (options or TrainOptions()).replace(**option_changes)
     joined = distributed.join_from_environment()
     try:

@@ -124,15 +124,15 @@ class _CheckedEncoding(tiktoken.Encoding):
     value and the fix. Everything else is tiktoken's own.
     """
 
-    def encode(self, text: str, **kwargs: Any) -> list[int]:  # type: ignore[override]
+    def encode(self, text: str, **kwargs: Any) -> list[int]:
         return super().encode(check_text(text), **kwargs)
 
     def encode_ordinary(self, text: str) -> list[int]:
         return super().encode_ordinary(check_text(text))
 
     def decode_bytes(self, tokens: Sequence[int]) -> bytes:
-        ids = as_id_list(tokens)
-        bad = [i for i in ids if not isinstance(i, numbers.Integral) or not 0 <= i < self.n_vocab]
+        ids: list[Any] = as_id_list(tokens)
+        bad = [i for i in ids if not isinstance(i, numbers.Integral) or not 0 <= int(i) < self.n_vocab]
         if bad:
             raise UnknownTokenError(
                 f"{bad[0]!r} is not a token id of {self.name}'s tokenizer (ids 0..{self.n_vocab - 1}); "
