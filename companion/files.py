@@ -72,8 +72,11 @@ class ChecksumError(DownloadError):
     """Downloaded bytes do not hash to the recorded SHA-256 (they are not kept)."""
 
 
-class FolderBusyError(RuntimeError):
-    """Another process has been writing the same folder for longer than the wait allows."""
+class FolderBusyError(OSError):
+    """Another process has been writing the same folder for longer than the wait allows.
+
+    An ``OSError`` (like a full disk): a folder that cannot be written now.
+    """
 
 
 # --------------------------------------------------------------------------- #
