@@ -423,3 +423,10 @@ def test_every_record_too_long_says_so() -> None:
     with pytest.raises(ValueError, match=r"only 0 of the 16 training records fit a context of 40 tokens \(the other 16 "
                                          r"are longer and were dropped\).*too_long='truncate'"):
         prepare_instruction_data(records, BYTES, 40, style="compact", batch_size=4)
+
+
+def test_masking_a_prompt_of_no_tokens_masks_nothing() -> None:
+    """Found by tests/test_properties.py: prompt_length 0 used to mask every target but the last (a slice :-1)."""
+    example = InstructionExample(ids=(5, 6, 7, EOS), prompt_length=0)
+    _, targets = collate_instructions([example], pad_id=EOS, mask_prompt=True)
+    assert targets.tolist() == [[6, 7, EOS]]

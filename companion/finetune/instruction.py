@@ -399,8 +399,8 @@ def collate_instructions(
         n = ids.numel() - 1
         inputs[row, :n] = ids[:-1]
         targets[row, :n] = ids[1:]  # shifted by one
-        if mask_prompt:
-            targets[row, : ex.prompt_length - 1] = ignore_index  # targets that are prompt tokens
+        if mask_prompt:  # targets that are prompt tokens (none for a prompt of 0 or 1 tokens)
+            targets[row, : max(ex.prompt_length - 1, 0)] = ignore_index
     if max_length is not None:
         inputs, targets = inputs[:, :max_length], targets[:, :max_length]
     return inputs, targets
