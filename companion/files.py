@@ -218,8 +218,8 @@ WRITE_LOCK_TIMEOUT_S = 600.0
 def folder_lock(target: str | os.PathLike[str], *, timeout: float = WRITE_LOCK_TIMEOUT_S) -> Iterator[None]:
     """Hold the write lock of a folder (or file): ``.<name>.writing.lock`` next to its real path.
 
-    A second process that asks for the same lock waits until the first releases it (at
-    most ``timeout`` seconds). The path is resolved first, so a folder reached through a
+    A second process (or thread) that asks for the same lock waits until the first
+    releases it (at most ``timeout`` seconds); the thread that holds it may take it again. The path is resolved first, so a folder reached through a
     symbolic link has one lock. The operating system releases the lock of a process
     that dies, so a crash never leaves a folder locked. Where no lock file can be
     created (a read-only folder) there is nothing to guard and no lock is taken.
@@ -228,9 +228,12 @@ def folder_lock(target: str | os.PathLike[str], *, timeout: float = WRITE_LOCK_T
         FolderBusyError: Another process held the lock for all of ``timeout`` seconds.
     """
     real = Path(target).expanduser().resolve()
-    lock = filelock.FileLock(str(real.parent / f".{real.name}.writing.lock"), timeout=timeout)
+    # One lock object per path in this process (is_singleton): a thread that holds it may take it
+    # again (save_checkpoint holds it around atomic_folder, which takes it for its swap), while
+    # another thread or process waits.
+    lock = filelock.FileLock(str(real.parent / f".{real.name}.writing.lock"), is_singleton=True)
     try:
-        lock.acquire()
+        lock.acquire(timeout=timeout)
     except filelock.Timeout:
         raise FolderBusyError(
             f"another process has been writing {real} for {timeout:.0f} s (it holds {lock.lock_file}); "
@@ -259,7 +262,8 @@ def atomic_folder(target: str | os.PathLike[str]) -> Iterator[Path]:
     backup (``.<name>.old-<hex>``), the new folder renamed into place, and the backup
     removed; if the process dies between the two renames, the backup is still whole and
     ``recover_folder`` puts it back. If the block raises, the temporary folder is removed
-    and ``target`` is untouched.
+    and ``target`` is untouched. Two writers of one folder swap in turn (``folder_lock``),
+    so the last one's folder is the one left.
 
     Raises:
         OSError: The folder cannot be created or renamed (the message names ``target``).
@@ -277,17 +281,18 @@ def atomic_folder(target: str | os.PathLike[str]) -> Iterator[Path]:
                 _fsync(file)
         _fsync(tmp)
         try:
-            if final.exists():
-                backup = final.parent / f".{final.name}.old-{uuid.uuid4().hex}"
-                os.replace(final, backup)
-                try:
+            with folder_lock(final):  # two swaps of one folder must not interleave
+                if final.exists():
+                    backup = final.parent / f".{final.name}.old-{uuid.uuid4().hex}"
+                    os.replace(final, backup)
+                    try:
+                        os.replace(tmp, final)
+                    except BaseException:
+                        os.replace(backup, final)  # put the old folder back
+                        raise
+                    _remove_quietly(backup)
+                else:
                     os.replace(tmp, final)
-                except BaseException:
-                    os.replace(backup, final)  # put the old folder back
-                    raise
-                _remove_quietly(backup)
-            else:
-                os.replace(tmp, final)
         except OSError as err:
             raise _naming_target(err, final, "replace") from err
         _fsync(final.parent)

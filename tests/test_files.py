@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +35,8 @@ from companion.files import (
 
 
 def _listing(folder: Path) -> list[str]:
-    """Everything in a folder, hidden temporary files included."""
-    return sorted(p.name for p in folder.iterdir())
+    """Everything in a folder, hidden temporary files included (not the write locks, which stay by design)."""
+    return sorted(p.name for p in folder.iterdir() if not p.name.endswith(".writing.lock"))
 
 
 def _tree(folder: Path) -> dict[str, bytes]:
@@ -387,7 +388,22 @@ def test_folder_lock_is_one_lock_through_a_symlink(tmp_path: Path) -> None:
     real = tmp_path / "real"
     real.mkdir()
     (tmp_path / "link").symlink_to(real)
-    with folder_lock(real), pytest.raises(FolderBusyError, match=r"another process has been writing .*real"):
-        # a second holder of the same lock (another process would wait; here it must not wait)
-        with folder_lock(tmp_path / "link", timeout=0.05):
-            pass
+    raised: list[BaseException] = []
+
+    def second_writer() -> None:  # another thread (or process) waits, here at most 0.05 s
+        try:
+            with folder_lock(tmp_path / "link", timeout=0.05):
+                pass
+        except FolderBusyError as err:
+            raised.append(err)
+
+    with folder_lock(real):
+        with folder_lock(real):  # the holder may take it again (save_checkpoint around atomic_folder)
+            thread = threading.Thread(target=second_writer)
+            thread.start()
+            thread.join()
+    assert len(raised) == 1 and "another process has been writing" in str(raised[0]) and "real" in str(raised[0])
+    thread = threading.Thread(target=second_writer)  # released: free again
+    thread.start()
+    thread.join()
+    assert len(raised) == 1
