@@ -589,8 +589,8 @@ def _from_shipped(name: str, key: str, recipe: Recipe | None = None) -> Pretrain
         warnings.warn(
             f"the shipped weights of {name!r} are missing (there is no folder {folder}): companion was "
             f"installed incompletely; reinstall it. Training the recipe on this machine instead "
-            f"({_training_time(recipe or RECIPES.get(name))}); weights trained here differ from the book's in their last bits, "
-            "so the chapters' stored outputs will not match exactly.",
+            f"({_training_time(recipe or RECIPES.get(name))}); weights trained here differ from the book's "
+            "in their last bits, so the chapters' stored outputs will not match exactly.",
             stacklevel=3,
         )
         return None

@@ -431,27 +431,28 @@ class _Run:
     # -- resuming and saving ------------------------------------------------
     def resume(self) -> None:
         """Continue from the checkpoint in ``checkpoint_dir``, if there is one and resuming is on."""
-        from companion.checkpoint import find_checkpoint, load_checkpoint, set_rng_state
+        from companion.checkpoint import find_checkpoint, load_checkpoint, read_checkpoint_info, set_rng_state
 
         folder = self.options.checkpoint_dir
         if folder is None or not self.options.resume or find_checkpoint(folder) is None:
             return
-        _, info = load_checkpoint(folder, model=self.model, optimizer=self.optimizer)
-        step = int(info["step"] or 0)
+        saved = read_checkpoint_info(folder)  # checked before the model and optimizer are touched
+        step = int(saved["step"] or 0)
         if step > self.max_steps:
             raise ValueError(
                 f"the checkpoint in {folder} is at step {step}, past this run's last step ({self.max_steps}), "
                 f"so there is nothing to train. Give max_steps above {step} to train further, resume=False to "
                 "start afresh (it overwrites the checkpoint), or load it with load_checkpoint to use it as it is"
             )
-        history = info["history"] or TrainHistory()
+        history = saved["history"] or TrainHistory()
         if step and len(history.batch_losses) != step:
             raise ValueError(
                 f"the checkpoint in {folder} is at step {step} but its history holds {len(history.batch_losses)} "
                 "batch losses, one per step: it was not written by train (or was edited), so training cannot "
                 "continue from it. Pass resume=False to start afresh, or choose another checkpoint_dir"
             )
-        self.step, self.history = step, history
+        _, info = load_checkpoint(folder, model=self.model, optimizer=self.optimizer)
+        self.step, self.history = step, info["history"] or TrainHistory()
         self.tokens = int(info["extra"].get("tokens_seen", 0))
         self.last_point = self.history.steps[-1] if self.history.steps else 0
         saved_size = info["extra"].get("world_size")  # None: not written by train

@@ -308,8 +308,11 @@ def test_a_run_folder_reached_through_a_symlink_shares_its_lock(tmp_path: Path, 
 def test_resuming_past_max_steps_is_an_error_not_a_silent_no_op(tmp_path: Path, make_model, random_loaders) -> None:
     loader = random_loaders()[0]
     train(make_model(), loader, max_steps=4, eval_every=2, checkpoint_dir=tmp_path / "run", progress=False)
+    model = make_model()
+    before = [p.detach().clone() for p in model.parameters()]
     with pytest.raises(ValueError, match=r"is at step 4, past this run's last step \(2\).*max_steps above 4"):
-        train(make_model(), loader, max_steps=2, eval_every=2, checkpoint_dir=tmp_path / "run", progress=False)
+        train(model, loader, max_steps=2, eval_every=2, checkpoint_dir=tmp_path / "run", progress=False)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))  # left as it was
     # the same number of steps is a finished run: it returns its history, as before
     history = train(make_model(), loader, max_steps=4, eval_every=2, checkpoint_dir=tmp_path / "run", progress=False)
     assert history.steps == [2, 4]
