@@ -306,8 +306,9 @@ def save_checkpoint(
     Raises:
         TypeError: ``extra`` is not JSON-able, or the tokenizer cannot be saved.
         CheckpointError: ``path_dir`` exists and holds something other than a checkpoint.
-        OSError: The folder cannot be written (a full disk, no permission); an older
-            checkpoint there is left as it was.
+        OSError: The folder cannot be written (a full disk, no permission, or another
+            process has been saving there for ``files.WRITE_LOCK_TIMEOUT_S`` seconds); an
+            older checkpoint there is left as it was.
     """
     target = Path(path_dir)
     module = _unwrap(model)
