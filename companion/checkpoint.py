@@ -11,14 +11,19 @@ code. Here a checkpoint is data only:
                                output head is stored once)
 ``checkpoint.json``            format and version, step, ``TrainHistory``, ``extra``,
                                the tokenizer's kind, the optimizer's class, parameter
-                               groups and non-tensor state; written last
+                               groups and non-tensor state, the SHA-256 of every other
+                               file; written last
 ``training_state.safetensors`` the optimizer's tensors (AdamW's moments and step
                                counts) and the random generators' states; only when an
                                optimizer or a step is saved
 ``tokenizer.json``             a ``BPETokenizer`` (``BPETokenizer.save``), if given
 =============================  ==========================================================
 
-Nothing is ever unpickled: ``torch.load`` is not used.
+Nothing is ever unpickled: ``torch.load`` is not used. Every file is read from inside
+the checkpoint's folder: a name in ``checkpoint.json`` that leads out of it (an absolute
+path, ``..``, a symbolic link pointing elsewhere) is refused. A file whose SHA-256 differs
+from the one recorded when it was saved (a flipped bit, a file replaced by hand) is
+refused too.
 
 Writes are atomic (``companion.files.atomic_folder``). The files go into a hidden
 temporary folder next to the target, are flushed to disk, and the folder is then
@@ -28,7 +33,8 @@ renamed into place, and the backup removed. If the process dies between those tw
 renames, the backup is still a complete checkpoint: ``load_checkpoint`` and
 ``find_checkpoint`` fall back to it and the next ``save_checkpoint`` puts it back
 first (and removes any other leftover, such as a half-deleted backup). At no moment is
-a half-written folder found under the checkpoint's name.
+a half-written folder found under the checkpoint's name. Two processes saving to
+the same folder take turns (``companion.files.folder_lock``).
 """
 
 from __future__ import annotations
@@ -45,7 +51,7 @@ from safetensors.torch import load_model, save_file, save_model
 from torch import Tensor, nn
 
 from companion.config import GPTConfig
-from companion.files import atomic_folder, folder_backups, recover_folder
+from companion.files import atomic_folder, folder_backups, folder_lock, recover_folder, sha256_of
 from companion.history import TrainHistory
 from companion.model import GPTModel
 from companion.tokenizers import BPETokenizer, gpt2_tokenizer
@@ -119,6 +125,54 @@ def set_rng_state(state: Mapping[str, Tensor], *, rank: int = 0) -> None:
 
 
 # --------------------------------------------------------------------------- #
+# The files of a folder
+# --------------------------------------------------------------------------- #
+def _member(folder: Path, name: str) -> Path:
+    """``folder / name``, after checking that it stays inside ``folder``.
+
+    Raises:
+        CheckpointError: ``name`` is absolute, climbs out with ``..``, or is (or passes
+            through) a symbolic link that points outside the folder.
+    """
+    path = folder / name
+    root = folder.resolve()
+    if Path(name).is_absolute() or not path.resolve().is_relative_to(root):
+        raise CheckpointError(
+            f"checkpoint {folder} names the file {name!r}, which is outside its folder "
+            f"(it resolves to {path.resolve()}); a checkpoint may only use files inside its own folder. "
+            "Was checkpoint.json edited, or a file replaced by a link? Save the checkpoint again."
+        )
+    return path
+
+
+def _file_hashes(folder: Path) -> dict[str, str]:
+    """The SHA-256 of each file of a checkpoint folder being written (``checkpoint.json`` excluded)."""
+    return {p.name: sha256_of(p) for p in sorted(folder.iterdir()) if p.is_file() and p.name != META_FILE}
+
+
+def _verify(folder: Path, name: str, meta: Mapping[str, Any]) -> Path:
+    """The path of file ``name`` of the checkpoint, inside the folder and with its recorded hash.
+
+    Checkpoints saved before hashes were recorded have none; their files are not checked.
+
+    Raises:
+        CheckpointError: The file leads out of the folder, or its SHA-256 is not the one
+            recorded when the checkpoint was saved.
+    """
+    path = _member(folder, name)
+    expected = (meta.get("sha256") or {}).get(name)
+    if expected is not None and path.is_file():
+        actual = sha256_of(path)
+        if actual != expected:
+            raise CheckpointError(
+                f"checkpoint file {path} is corrupt: its SHA-256 is {actual}, not the {expected} recorded "
+                "when the checkpoint was saved (a changed bit, or a file replaced by hand). Save or "
+                "download the checkpoint again."
+            )
+    return path
+
+
+# --------------------------------------------------------------------------- #
 # Tokenizers
 # --------------------------------------------------------------------------- #
 def tokenizer_spec(tokenizer: Any) -> dict[str, str] | None:
@@ -134,13 +188,13 @@ def tokenizer_spec(tokenizer: Any) -> dict[str, str] | None:
     return None
 
 
-def _load_tokenizer(folder: Path, spec: Mapping[str, Any] | None) -> Any:
+def _load_tokenizer(folder: Path, spec: Mapping[str, Any] | None, meta: Mapping[str, Any]) -> Any:
     if not spec:
         return None
     if spec.get("kind") == "gpt2":
         return gpt2_tokenizer()
     if spec.get("kind") == "bpe":
-        path = folder / str(spec.get("file", TOKENIZER_FILE))
+        path = _verify(folder, str(spec.get("file", TOKENIZER_FILE)), meta)
         if not path.is_file():
             raise CheckpointNotFoundError(f"checkpoint {folder} names a tokenizer file {path.name} that is missing")
         try:
@@ -252,8 +306,9 @@ def save_checkpoint(
     Raises:
         TypeError: ``extra`` is not JSON-able, or the tokenizer cannot be saved.
         CheckpointError: ``path_dir`` exists and holds something other than a checkpoint.
-        OSError: The folder cannot be written (a full disk, no permission); an older
-            checkpoint there is left as it was.
+        OSError: The folder cannot be written (a full disk, no permission, or another
+            process has been saving there for ``files.WRITE_LOCK_TIMEOUT_S`` seconds); an
+            older checkpoint there is left as it was.
     """
     target = Path(path_dir)
     module = _unwrap(model)
@@ -274,15 +329,32 @@ def save_checkpoint(
         raise TypeError(f"extra must hold JSON data (str, numbers, lists, dicts): {err}") from err
 
     target.parent.mkdir(parents=True, exist_ok=True)
+    if rng_state is None and (optimizer is not None or step is not None):
+        rng_state = get_rng_state()
+    with folder_lock(target):  # another process saving here waits: saves never remove each other's files
+        _save_unlocked(target, module, config, optimizer, step, history, extra_json, tokenizer, spec, rng_state)
+    return target
+
+
+def _save_unlocked(
+    target: Path,
+    module: nn.Module,
+    config: GPTConfig,
+    optimizer: torch.optim.Optimizer | None,
+    step: int | None,
+    history: TrainHistory | None,
+    extra_json: dict[str, Any],
+    tokenizer: Any,
+    spec: dict[str, str] | None,
+    rng_state: Mapping[str, Tensor] | None,
+) -> None:
+    """The files of ``save_checkpoint``, written while its caller holds the folder's lock."""
     recover_folder(target, _is_complete)
     if target.exists() and (not target.is_dir() or (any(target.iterdir()) and not _is_complete(target))):
         raise CheckpointError(
             f"{target} exists and is not a checkpoint folder; refusing to replace it. "
             "Choose a new folder or an existing checkpoint's folder."
         )
-    if rng_state is None and (optimizer is not None or step is not None):
-        rng_state = get_rng_state()
-
     try:
         with atomic_folder(target) as tmp:
             _write_json(tmp / CONFIG_FILE, config.to_dict())
@@ -305,11 +377,11 @@ def save_checkpoint(
                 "tokenizer": spec,
                 "optimizer": optimizer_meta,
                 "training_state": (tmp / STATE_FILE).is_file(),
+                "sha256": _file_hashes(tmp),
             }
             _write_json(tmp / META_FILE, meta, indent=None)  # last: a folder with this file is complete
     except SafetensorError as err:  # safetensors reports a full disk as its own error type
         raise OSError(f"could not write the checkpoint {target}: {err}") from err
-    return target
 
 
 # --------------------------------------------------------------------------- #
@@ -419,6 +491,11 @@ def _check_meta(meta: dict[str, Any], path: Path) -> tuple[int | None, TrainHist
             raise bad(field, want)
     if not isinstance(meta.get("training_state", False), bool):
         raise bad("training_state", "true or false")
+    hashes = meta.get("sha256")
+    if hashes is not None and not (
+        isinstance(hashes, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in hashes.items())
+    ):
+        raise bad("sha256", "an object of file names and hex SHA-256 digests")
     optimizer = meta.get("optimizer")
     if optimizer is not None and not (
         isinstance(optimizer.get("class"), str)
@@ -454,7 +531,7 @@ def read_checkpoint_info(path_dir: str | os.PathLike[str]) -> dict[str, Any]:
         if target.is_dir():
             raise CheckpointNotFoundError(f"{target} is not a checkpoint: checkpoint file {target / META_FILE} is missing")
         raise CheckpointNotFoundError(f"no checkpoint at {target}: the folder does not exist")
-    meta = _read_json(folder / META_FILE)
+    meta = _read_json(_member(folder, META_FILE))
     if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{folder / META_FILE} is not a companion checkpoint file")
     if meta.get("version") != CHECKPOINT_VERSION:
@@ -464,7 +541,7 @@ def read_checkpoint_info(path_dir: str | os.PathLike[str]) -> dict[str, Any]:
         )
     step, history = _check_meta(meta, folder / META_FILE)
     try:
-        config = GPTConfig.from_dict(_read_json(folder / CONFIG_FILE))
+        config = GPTConfig.from_dict(_read_json(_verify(folder, CONFIG_FILE, meta)))
     except (KeyError, TypeError, ValueError) as err:
         if isinstance(err, CheckpointError):
             raise
@@ -516,22 +593,23 @@ def load_checkpoint(
         with torch.random.fork_rng(devices=[]):  # building it must not move the caller's random state
             model = GPTModel(config, init="pytorch").to(map_location)
     module = _unwrap(model)
-    _check_model_shapes(module, folder / MODEL_FILE)
-    try:
-        load_model(module, str(folder / MODEL_FILE), strict=True, device=str(map_location))
-    except (SafetensorError, RuntimeError, OSError) as err:
-        raise CheckpointError(f"checkpoint file {folder / MODEL_FILE} could not be loaded: {err}") from err
-
     meta = info.pop("meta")
+    model_file = _verify(folder, MODEL_FILE, meta)
+    _check_model_shapes(module, model_file)
+    try:
+        load_model(module, str(model_file), strict=True, device=str(map_location))
+    except (SafetensorError, RuntimeError, OSError) as err:
+        raise CheckpointError(f"checkpoint file {model_file} could not be loaded: {err}") from err
+
     rng_state = None
     if meta.get("training_state"):
-        tensors = _read_tensors(folder / STATE_FILE, map_location)
+        tensors = _read_tensors(_verify(folder, STATE_FILE, meta), map_location)
         rng_state = {k[len(_RNG_PREFIX) :]: v.cpu() for k, v in tensors.items() if k.startswith(_RNG_PREFIX)}
         if optimizer is not None:
             _load_optimizer(optimizer, meta.get("optimizer"), tensors, folder)
     elif optimizer is not None:
         raise CheckpointError(f"checkpoint {folder} holds no optimizer state; load it without optimizer=")
 
-    info["tokenizer"] = _load_tokenizer(folder, meta.get("tokenizer"))
+    info["tokenizer"] = _load_tokenizer(folder, meta.get("tokenizer"), meta)
     info["rng_state"] = rng_state
     return model, info  # type: ignore[return-value]

@@ -37,6 +37,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import shutil
 import sys
 import warnings
@@ -54,6 +55,7 @@ from companion.checkpoint import (
     CheckpointError,
     CheckpointNotFoundError,
     load_checkpoint,
+    read_checkpoint_info,
     save_checkpoint,
 )
 from companion.config import GPTConfig
@@ -476,7 +478,8 @@ def train_recipe(
         # the final figures join the last checkpoint, which stays resumable
         save_checkpoint(checkpoint_dir, model, optimizer=optimizer, step=history.steps[-1] if history.steps else 0,
                         history=history,
-                        extra={**extra, "info": info, "tokens_seen": info["tokens_seen"]},
+                        extra={**extra, "info": info, "tokens_seen": info["tokens_seen"],
+                               "world_size": distributed.world().size},
                         tokenizer=data.tokenizer)
     distributed.barrier()
     model.cpu()
@@ -521,7 +524,7 @@ def pretrained(
     folder = folder / recipe.name
     key = recipe.cache_key()
     if not retrain:
-        for found in (_from_shipped(recipe.name, key), _from_cache(folder, key)):
+        for found in (_from_shipped(recipe.name, key, recipe), _from_cache(folder, key)):
             if found is not None:
                 return found
     result = recipe.run(progress=progress)
@@ -537,9 +540,16 @@ def pretrained(
 
 
 def _from_cache(folder: Path, key: str) -> Pretrained | None:
-    """The cached model if it loads and its recipe key is ``key``, else ``None``."""
+    """The cached model if it loads, its files match the hashes recorded when it was cached
+    and its recipe key is ``key``, else ``None``."""
     try:
-        model, meta = load_checkpoint(folder)
+        recorded = read_checkpoint_info(folder)["meta"].get("sha256")
+        if not recorded:
+            raise CheckpointError(
+                "it has no record of its files' SHA-256 (it was cached by an older companion), so a damaged "
+                "file could not be told from a good one"
+            )
+        model, meta = load_checkpoint(folder)  # checks every file against its recorded hash
     except CheckpointNotFoundError:
         return None
     except CheckpointError as err:
@@ -547,6 +557,11 @@ def _from_cache(folder: Path, key: str) -> Pretrained | None:
         return None
     extra = meta["extra"]
     if extra.get("recipe_key") != key or meta["tokenizer"] is None or "info" not in extra:
+        return None
+    bad = [name for name, tensor in model.state_dict().items() if not bool(torch.isfinite(tensor).all())]
+    if bad:
+        warnings.warn(f"the cached model in {folder} is unusable (its weights {', '.join(bad[:3])} hold NaN "
+                      "or infinite values); retraining it", stacklevel=3)
         return None
     model.eval()
     info = {**extra["info"], "source": "cache", "path": meta["path"]}
@@ -585,11 +600,20 @@ SHIPPED: Mapping[str, ShippedModel] = MappingProxyType(
 """Course models whose weights ship in ``SHIPPED_DIR``, by name (read-only)."""
 
 
-def _from_shipped(name: str, key: str) -> Pretrained | None:
+def _from_shipped(name: str, key: str, recipe: CourseRecipe | None = None) -> Pretrained | None:
     """The shipped model if its record matches ``key`` and every file verifies, else ``None``."""
     record = SHIPPED.get(name)
     folder = SHIPPED_DIR / name
-    if record is None or record.recipe_key != key or not folder.is_dir():
+    if record is None or record.recipe_key != key:
+        return None
+    if not folder.is_dir():
+        warnings.warn(
+            f"the shipped weights of {name!r} are missing (there is no folder {folder}): companion was "
+            f"installed incompletely; reinstall it. Training the recipe on this machine instead "
+            f"({_training_time(recipe or RECIPES.get(name))}); weights trained here differ from the book's "
+            "in their last bits, so the chapters' stored outputs will not match exactly.",
+            stacklevel=3,
+        )
         return None
     for filename, expected in record.sha256.items():
         path = folder / filename
@@ -609,6 +633,12 @@ def _from_shipped(name: str, key: str) -> Pretrained | None:
     model.eval()
     info = {**meta["extra"]["info"], "made_with": meta["extra"].get("made_with"), "source": "shipped", "path": folder}
     return Pretrained(model, meta["tokenizer"], meta["config"], info, meta["history"])
+
+
+def _training_time(recipe: CourseRecipe | None) -> str:
+    """How long training a recipe takes, as its description says (else "minutes")."""
+    match = re.search(r"about [^;.()]*?(minutes?|hours?)[^;.()]*", getattr(recipe, "description", ""))
+    return match.group(0).strip() if match else "it may take minutes"
 
 
 def ship(

@@ -12,6 +12,9 @@ tokenizers, GPT-2's weights):
   the same for a whole folder, keeping the previous folder until the new one is whole.
   A crash leaves either the old content or the new, never a mixture, and never
   deletes what was there before the new content is complete.
+* **One writer at a time.** ``folder_lock`` makes a second process that writes the
+  same folder wait until the first is done (a lock file next to the folder's real
+  path), so two saves never remove each other's temporary folders.
 * **Verified downloads.** ``fetch_verified`` downloads to a temporary file, checks the
   SHA-256 (after an optional unpacking step), and only then renames the file into the
   cache. A file whose hash does not match is never used or kept.
@@ -37,11 +40,13 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import filelock
 from tqdm.auto import tqdm
 
 __all__ = [
     "ChecksumError",
     "DownloadError",
+    "FolderBusyError",
     "atomic_folder",
     "atomic_write",
     "cache_folder",
@@ -49,6 +54,7 @@ __all__ = [
     "fetch_verified",
     "file_digest",
     "folder_backups",
+    "folder_lock",
     "recover_folder",
     "sha256_of",
 ]
@@ -64,6 +70,13 @@ class DownloadError(RuntimeError):
 
 class ChecksumError(DownloadError):
     """Downloaded bytes do not hash to the recorded SHA-256 (they are not kept)."""
+
+
+class FolderBusyError(OSError):
+    """Another process has been writing the same folder for longer than the wait allows.
+
+    An ``OSError`` (like a full disk): a folder that cannot be written now.
+    """
 
 
 # --------------------------------------------------------------------------- #
@@ -197,6 +210,44 @@ def recover_folder(target: Path, is_complete: Callable[[Path], bool]) -> None:
         _remove_quietly(leftover)
 
 
+WRITE_LOCK_TIMEOUT_S = 600.0
+"""Seconds a writer waits for another process writing the same folder before it gives up."""
+
+
+@contextlib.contextmanager
+def folder_lock(target: str | os.PathLike[str], *, timeout: float = WRITE_LOCK_TIMEOUT_S) -> Iterator[None]:
+    """Hold the write lock of a folder (or file): ``.<name>.writing.lock`` next to its real path.
+
+    A second process (or thread) that asks for the same lock waits until the first
+    releases it (at most ``timeout`` seconds); the thread that holds it may take it again. The path is resolved first, so a folder reached through a
+    symbolic link has one lock. The operating system releases the lock of a process
+    that dies, so a crash never leaves a folder locked. Where no lock file can be
+    created (a read-only folder) there is nothing to guard and no lock is taken.
+
+    Raises:
+        FolderBusyError: Another process held the lock for all of ``timeout`` seconds.
+    """
+    real = Path(target).expanduser().resolve()
+    # One lock object per path in this process (is_singleton): a thread that holds it may take it
+    # again (save_checkpoint holds it around atomic_folder, which takes it for its swap), while
+    # another thread or process waits.
+    lock = filelock.FileLock(str(real.parent / f".{real.name}.writing.lock"), is_singleton=True)
+    try:
+        lock.acquire(timeout=timeout)
+    except filelock.Timeout:
+        raise FolderBusyError(
+            f"another process has been writing {real} for {timeout:.0f} s (it holds {lock.lock_file}); "
+            "wait for it to finish, or write somewhere else"
+        ) from None
+    except OSError:  # a read-only or missing folder: the write itself will say what is wrong
+        yield
+        return
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 @contextlib.contextmanager
 def atomic_folder(target: str | os.PathLike[str]) -> Iterator[Path]:
     """Build a folder under a temporary name, then swap it in for ``target`` in one step.
@@ -211,7 +262,8 @@ def atomic_folder(target: str | os.PathLike[str]) -> Iterator[Path]:
     backup (``.<name>.old-<hex>``), the new folder renamed into place, and the backup
     removed; if the process dies between the two renames, the backup is still whole and
     ``recover_folder`` puts it back. If the block raises, the temporary folder is removed
-    and ``target`` is untouched.
+    and ``target`` is untouched. Two writers of one folder swap in turn (``folder_lock``),
+    so the last one's folder is the one left.
 
     Raises:
         OSError: The folder cannot be created or renamed (the message names ``target``).
@@ -229,17 +281,18 @@ def atomic_folder(target: str | os.PathLike[str]) -> Iterator[Path]:
                 _fsync(file)
         _fsync(tmp)
         try:
-            if final.exists():
-                backup = final.parent / f".{final.name}.old-{uuid.uuid4().hex}"
-                os.replace(final, backup)
-                try:
+            with folder_lock(final):  # two swaps of one folder must not interleave
+                if final.exists():
+                    backup = final.parent / f".{final.name}.old-{uuid.uuid4().hex}"
+                    os.replace(final, backup)
+                    try:
+                        os.replace(tmp, final)
+                    except BaseException:
+                        os.replace(backup, final)  # put the old folder back
+                        raise
+                    _remove_quietly(backup)
+                else:
                     os.replace(tmp, final)
-                except BaseException:
-                    os.replace(backup, final)  # put the old folder back
-                    raise
-                _remove_quietly(backup)
-            else:
-                os.replace(tmp, final)
         except OSError as err:
             raise _naming_target(err, final, "replace") from err
         _fsync(final.parent)
@@ -295,7 +348,8 @@ def fetch_verified(
       their SHA-256 is checked; only then are they renamed to ``target``.
     * ``sha256=None`` means no hash is known in advance: the first good download's hash
       is written next to the file (``<name>.sha256``) and every later use checks the
-      file against it.
+      file against it. A file placed by hand with no hash recorded yet is trusted the
+      same way: its hash is recorded the first time it is used.
 
     Args:
         url: Where to download from.
@@ -323,7 +377,11 @@ def fetch_verified(
     stale_note = ""
     if final.is_file():
         actual = sha256_of(final)
-        if expected is None or actual == expected:
+        if expected is None:  # placed by hand (as ``by_hand`` advises): trust it now, check it from now on
+            with contextlib.suppress(OSError):  # a read-only cache: nothing can be recorded
+                atomic_write(sidecar, actual + "\n")
+            return final
+        if actual == expected:
             return final
         stale_note = (
             f" The cached copy {final} has SHA-256 {actual}, not {expected}, so it is not trusted; "

@@ -22,6 +22,8 @@ Shape letters used in this module:
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -153,15 +155,26 @@ def _next_token(
     return torch.multinomial(probs, num_samples=1, generator=generator)  # (B, 1)
 
 
-def _check_sampling(max_new_tokens: int, temperature: float, top_k: int | None, top_p: float | None) -> None:
-    if max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens={max_new_tokens} must be >= 0")
-    if temperature < 0:
-        raise ValueError(f"temperature={temperature} must be >= 0 (0 is greedy)")
-    if top_k is not None and top_k < 1:
-        raise ValueError(f"top_k={top_k} must be at least 1")
-    if top_p is not None and not 0 < top_p <= 1:
-        raise ValueError(f"top_p={top_p} must be in (0, 1]")
+def _is_whole(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _check_sampling(max_new_tokens: Any, temperature: Any, top_k: Any, top_p: Any) -> None:
+    """Clear errors for the numbers of ``generate`` (a string, a NaN, a float count)."""
+    if not _is_whole(max_new_tokens) or max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens={max_new_tokens!r} must be a whole number of tokens >= 0")
+    if not _is_number(temperature) or not math.isfinite(temperature) or temperature < 0:
+        raise ValueError(
+            f"temperature={temperature!r} must be a finite number >= 0 (0 is greedy; 0.7 to 1.0 is usual for sampling)"
+        )
+    if top_k is not None and (not _is_whole(top_k) or top_k < 1):
+        raise ValueError(f"top_k={top_k!r} must be a whole number >= 1, or None to keep every token")
+    if top_p is not None and (not _is_number(top_p) or not 0 < top_p <= 1):
+        raise ValueError(f"top_p={top_p!r} must be a number in (0, 1], or None")
 
 
 # --------------------------------------------------------------------------- #
@@ -243,6 +256,11 @@ def generate(
     Raises:
         ValueError: ``idx`` is not a non-empty ``(B, T)`` batch, or an argument is out of range.
     """
+    if not isinstance(idx, Tensor):
+        raise TypeError(
+            f"idx must be a (B, T) tensor of token ids, got a {type(idx).__name__}; convert it with "
+            "torch.tensor([ids]) (one sequence: a batch of one)"
+        )
     if idx.dim() != 2 or idx.shape[1] == 0:
         raise ValueError(
             f"idx must be a (B, T) batch of token ids with T >= 1, got shape {tuple(idx.shape)}; "

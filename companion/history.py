@@ -60,6 +60,8 @@ class TrainHistory:
             TypeError: ``data`` is not a dict, or a field has the wrong type (the message
                 names it).
             KeyError: ``data`` has a key that is not a field (the message lists them).
+            ValueError: The per-point lists (``steps`` to ``lr``, ``metrics``) that are not empty
+                have unequal lengths.
         """
         if not isinstance(data, dict):
             raise TypeError(f"a TrainHistory must be a dict of its fields, got {type(data).__name__}")
@@ -94,4 +96,12 @@ class TrainHistory:
                 if isinstance(value, bool) or not isinstance(value, _NUMBER) or not math.isfinite(value):
                     raise TypeError(f"TrainHistory.elapsed must be a number of seconds, got {value!r:.80}")
                 values[name] = float(value)
+        per_point = {name: len(values.get(name, [])) for name in ("steps", "tokens_seen", "train_loss", "val_loss", "lr")}
+        per_point.update({f"metrics[{k!r}]": len(v) for k, v in values.get("metrics", {}).items()})
+        if len({n for n in per_point.values() if n}) > 1:  # an empty list: not recorded (a hand-written loop)
+            counts = ", ".join(f"{name} {n}" for name, n in per_point.items())
+            raise ValueError(
+                f"TrainHistory's lists of evaluation points must have one entry per point, but their lengths "
+                f"differ ({counts}); the history was edited or damaged"
+            )
         return cls(**values)

@@ -208,9 +208,18 @@ def evaluate_text(
         A ``TextLoss``.
 
     Raises:
-        ValueError: The text has fewer than two tokens.
+        ValueError: The text has fewer than two tokens, or ``context_length`` is not
+            between 1 and the model's.
     """
-    ctx = context_length or model.config.context_length
+    limit = model.config.context_length
+    if context_length is not None and (
+        isinstance(context_length, bool) or not isinstance(context_length, int) or not 1 <= context_length <= limit
+    ):
+        raise ValueError(
+            f"context_length={context_length!r} must be a whole number of tokens from 1 to the model's "
+            f"context_length ({limit}), or None for the model's"
+        )
+    ctx = context_length or limit
     ids = torch.tensor(encode_text(tokenizer, text), dtype=torch.long)  # (N,)
     n = ids.numel()
     if n < 2:

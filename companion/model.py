@@ -325,8 +325,13 @@ class GPTModel(nn.Module):
             ValueError: ``idx`` is not 2-D, or the cached plus new tokens exceed
                 ``context_length`` (crop the input to its last ``context_length``
                 tokens).
-            TypeError: ``idx`` does not hold integer ids.
+            TypeError: ``idx`` is not a tensor, or does not hold integer ids.
         """
+        if not isinstance(idx, Tensor):
+            raise TypeError(
+                f"idx must be a (B, T) tensor of token ids, got a {type(idx).__name__}; convert it with "
+                "torch.tensor([ids]) (one sequence: a batch of one)"
+            )
         if idx.dim() != 2:
             raise ValueError(
                 f"idx must be a (B, T) batch of token ids, got shape {tuple(idx.shape)}; "

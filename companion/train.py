@@ -41,6 +41,7 @@ import dataclasses
 import hashlib
 import math
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -350,11 +351,15 @@ def _shard(batch: Batch, world: distributed.World) -> Batch:
 # --------------------------------------------------------------------------- #
 @contextlib.contextmanager
 def _run_lock(folder: str | Path | None, world: distributed.World) -> Iterator[None]:
-    """Hold ``.<folder name>.lock`` next to the checkpoint folder while training (rank 0)."""
+    """Hold ``.<folder name>.lock`` next to the checkpoint folder while training (rank 0).
+
+    The folder's path is resolved first: a folder reached through a symbolic link has the
+    same lock as the folder itself.
+    """
     if folder is None or not world.is_main:
         yield
         return
-    target = Path(folder)
+    target = Path(folder).expanduser().resolve()  # one lock per real folder, however it is reached
     target.parent.mkdir(parents=True, exist_ok=True)
     lock = filelock.FileLock(str(target.parent / f".{target.name}.lock"), timeout=0)
     try:
@@ -426,16 +431,40 @@ class _Run:
     # -- resuming and saving ------------------------------------------------
     def resume(self) -> None:
         """Continue from the checkpoint in ``checkpoint_dir``, if there is one and resuming is on."""
-        from companion.checkpoint import find_checkpoint, load_checkpoint, set_rng_state
+        from companion.checkpoint import find_checkpoint, load_checkpoint, read_checkpoint_info, set_rng_state
 
         folder = self.options.checkpoint_dir
         if folder is None or not self.options.resume or find_checkpoint(folder) is None:
             return
+        saved = read_checkpoint_info(folder)  # checked before the model and optimizer are touched
+        step = int(saved["step"] or 0)
+        if step > self.max_steps:
+            raise ValueError(
+                f"the checkpoint in {folder} is at step {step}, past this run's last step ({self.max_steps}), "
+                f"so there is nothing to train. Give max_steps above {step} to train further, resume=False to "
+                "start afresh (it overwrites the checkpoint), or load it with load_checkpoint to use it as it is"
+            )
+        history = saved["history"] or TrainHistory()
+        if step and len(history.batch_losses) != step:
+            raise ValueError(
+                f"the checkpoint in {folder} is at step {step} but its history holds {len(history.batch_losses)} "
+                "batch losses, one per step: it was not written by train (or was edited), so training cannot "
+                "continue from it. Pass resume=False to start afresh, or choose another checkpoint_dir"
+            )
         _, info = load_checkpoint(folder, model=self.model, optimizer=self.optimizer)
-        self.step = int(info["step"] or 0)
-        self.history = info["history"] or TrainHistory()
+        self.step, self.history = step, info["history"] or TrainHistory()
         self.tokens = int(info["extra"].get("tokens_seen", 0))
         self.last_point = self.history.steps[-1] if self.history.steps else 0
+        saved_size = info["extra"].get("world_size")  # None: not written by train
+        if saved_size is not None and saved_size != self.world.size and self.world.is_main:
+            warnings.warn(
+                f"resuming the checkpoint in {folder}, written by {saved_size} process(es), with "
+                f"{self.world.size}: every step still takes the same global batch, but it is shared into "
+                f"{self.world.size} shard(s) instead of {saved_size}, so the dropout masks and the rounding "
+                f"differ and the weights will not match an uninterrupted {saved_size}-process run exactly. "
+                f"Resume with {saved_size} process(es) to reproduce it.",
+                stacklevel=4,
+            )
         if info["rng_state"] is not None:
             set_rng_state(info["rng_state"], rank=self.world.rank)
 
@@ -599,10 +628,18 @@ def train(
         The ``TrainHistory`` (with the points of the resumed-from run, if any).
 
     Raises:
-        ValueError: An option is out of range, or the loader yields no batch.
+        TypeError: ``model`` is not a module (e.g. a ``Pretrained``: pass its ``.model``).
+        ValueError: An option is out of range, the loader yields no batch, or the checkpoint
+            to resume from is past ``max_steps`` or inconsistent.
         NonFiniteLossError: The loss became NaN or infinite (the message names the step).
         RunFolderBusyError: Another run holds the checkpoint folder.
     """
+    given: Any = model  # typed as a module, but a reader may pass pretrained(...) itself
+    if not isinstance(given, nn.Module):
+        inner = getattr(given, "model", None)
+        hint = (f"; this {type(given).__name__} holds one: pass its .model (and tokenizer=its .tokenizer)"
+                if isinstance(inner, nn.Module) else "")
+        raise TypeError(f"train needs the model itself (a torch.nn.Module), got a {type(given).__name__}{hint}")
     options = (options or TrainOptions()).replace(**option_changes)
     joined = distributed.join_from_environment()
     try:

@@ -176,6 +176,11 @@ def test_missing_and_corrupt_files_are_named(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="config.json is corrupt"):
         load_checkpoint(path)
     (path / "config.json").write_text(json.dumps({"vocab_size": 64}))
+    with pytest.raises(CheckpointError, match="config.json is corrupt: its SHA-256 is"):
+        load_checkpoint(path)
+    meta = json.loads((path / "checkpoint.json").read_text())
+    del meta["sha256"]  # as a checkpoint saved before hashes were recorded: the content is checked
+    (path / "checkpoint.json").write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match="config.json is not a valid GPTConfig"):
         load_checkpoint(path)
 
@@ -222,7 +227,7 @@ def test_a_failure_while_writing_leaves_the_old_checkpoint(tmp_path: Path, monke
     monkeypatch.undo()
     loaded, info = load_checkpoint(tmp_path / "ck")
     assert same_weights(loaded, old) and info["step"] == 1
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck"]  # no temporary folder left
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")) == ["ck"]  # no temporary folder left
 
 
 def test_a_failure_between_the_renames_restores_the_old_checkpoint(
@@ -245,7 +250,7 @@ def test_a_failure_between_the_renames_restores_the_old_checkpoint(
     monkeypatch.undo()
     loaded, info = load_checkpoint(tmp_path / "ck")
     assert same_weights(loaded, old) and info["step"] == 1
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck"]
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")) == ["ck"]
 
 
 def test_a_crash_between_the_renames_keeps_the_old_checkpoint_findable(tmp_path: Path) -> None:
@@ -279,7 +284,7 @@ def test_a_crash_between_the_renames_keeps_the_old_checkpoint_findable(tmp_path:
     # the next save puts things in order: one checkpoint, no backup or temporary folder
     newer = build(seed=2)
     save_checkpoint(tmp_path / "ck", newer, step=3)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck"]
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")) == ["ck"]
     loaded, info = load_checkpoint(tmp_path / "ck")
     assert same_weights(loaded, newer) and info["step"] == 3
 
@@ -368,7 +373,7 @@ def test_a_half_deleted_backup_is_cleaned_up_by_the_next_save(tmp_path: Path) ->
     leftover.mkdir()
     (leftover / "model.safetensors").write_bytes(b"half of it")  # its checkpoint.json was deleted first
     save_checkpoint(tmp_path / "ck", build(seed=1), step=2)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck"]
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")) == ["ck"]
     assert load_checkpoint(tmp_path / "ck")[1]["step"] == 2
 
 
@@ -388,7 +393,7 @@ def test_a_full_disk_is_an_os_error_that_names_the_folder(tmp_path: Path, monkey
     monkeypatch.undo()
     loaded, info = load_checkpoint(tmp_path / "ck")
     assert same_weights(loaded, old) and info["step"] == 1
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck"]
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")) == ["ck"]
 
 
 def test_loading_does_not_move_the_callers_random_state(tmp_path: Path) -> None:
@@ -411,3 +416,81 @@ def test_rng_states_of_several_processes_are_kept_apart(tmp_path: Path) -> None:
     assert torch.equal(torch.get_rng_state(), rank1["cpu"])
     set_rng_state(saved, rank=0)
     assert torch.equal(torch.get_rng_state(), rank0["cpu"])
+
+
+# ------------------------------------------- issue 18: files stay inside the folder
+def _bpe_checkpoint(path: Path) -> Path:
+    save_checkpoint(path, build(), tokenizer=BPETokenizer.train("hello world, hello there " * 10, 270))
+    return path
+
+
+def _set_tokenizer_file(path: Path, name: str) -> None:
+    meta = json.loads((path / "checkpoint.json").read_text())
+    meta["tokenizer"]["file"] = name
+    (path / "checkpoint.json").write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize("kind", ["absolute", "dotdot"])
+def test_a_tokenizer_file_outside_the_folder_is_refused(tmp_path: Path, kind: str) -> None:
+    path = _bpe_checkpoint(tmp_path / "ck")
+    outside = tmp_path / "secret.json"
+    (path / "tokenizer.json").rename(outside)  # a readable tokenizer, but outside the folder
+    _set_tokenizer_file(path, str(outside) if kind == "absolute" else "../secret.json")
+    with pytest.raises(CheckpointError, match=r"names the file .*secret\.json.*outside its folder"):
+        load_checkpoint(path)
+
+
+def test_a_symlink_pointing_out_of_the_folder_is_refused(tmp_path: Path) -> None:
+    path = _bpe_checkpoint(tmp_path / "ck")
+    outside = tmp_path / "elsewhere.json"
+    (path / "tokenizer.json").rename(outside)
+    (path / "tokenizer.json").symlink_to(outside)
+    with pytest.raises(CheckpointError, match=r"'tokenizer.json', which is outside its folder"):
+        load_checkpoint(path)
+    weights = tmp_path / "weights.safetensors"
+    (path / "model.safetensors").rename(weights)
+    (path / "model.safetensors").symlink_to(weights)
+    with pytest.raises(CheckpointError, match=r"'model.safetensors', which is outside its folder"):
+        load_checkpoint(path)
+
+
+def test_a_checkpoint_reached_through_a_symlink_still_loads(tmp_path: Path) -> None:
+    path = _bpe_checkpoint(tmp_path / "ck")
+    (tmp_path / "latest").symlink_to(path)
+    _, info = load_checkpoint(tmp_path / "latest")
+    assert isinstance(info["tokenizer"], BPETokenizer)
+
+
+# -------------------------------------- issue 18: recorded hashes, concurrent saves
+def test_every_file_is_hashed_and_a_flipped_bit_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "ck"
+    model = build()
+    save_checkpoint(path, model, optimizer=stepped_optimizer(model), step=2)
+    recorded = json.loads((path / "checkpoint.json").read_text())["sha256"]
+    assert sorted(recorded) == ["config.json", "model.safetensors", "training_state.safetensors"]
+    weights = path / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0x01  # one bit of the last weight: still a valid file, a silently different model
+    weights.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=r"model\.safetensors is corrupt: its SHA-256 is [0-9a-f]{64}, not the"):
+        load_checkpoint(path)
+
+
+def test_concurrent_saves_to_one_folder_all_succeed(tmp_path: Path) -> None:
+    script = textwrap.dedent(
+        f"""
+        import sys, torch
+        from companion import GPTConfig, GPTModel
+        from companion.checkpoint import save_checkpoint
+        torch.manual_seed(int(sys.argv[1]))
+        model = GPTModel(GPTConfig(vocab_size=64, context_length=16, emb_dim=32, n_heads=4, n_layers=2))
+        for _ in range(15):
+            save_checkpoint({str(tmp_path / "ck")!r}, model, step=int(sys.argv[1]))
+        """
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(i)], stderr=subprocess.PIPE, text=True)
+             for i in range(3)]
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], errors
+    _, info = load_checkpoint(tmp_path / "ck")  # whole: one writer's checkpoint, its hashes verified
+    assert info["step"] in (0, 1, 2)

@@ -276,3 +276,64 @@ def test_train_recipe_refuses_a_fine_tuning_recipe() -> None:
 
     with pytest.raises(TypeError, match="call its run"):
         pretrained_module.train_recipe(TASK_RECIPES["shakespeare-tasks"])
+
+
+# ------------------------------------------------------------ issue 18
+class _Trained(Exception):
+    """Raised by a stand-in for train_recipe: the test wants to know that training started."""
+
+
+def _no_training(*args: object, **kwargs: object) -> None:
+    raise _Trained
+
+
+def test_missing_shipped_weights_warn_before_training(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A broken install (no companion/pretrained/<name>/) used to start a retrain without a word."""
+    monkeypatch.setattr(pretrained_module, "SHIPPED_DIR", tmp_path / "not-installed")
+    monkeypatch.setattr(pretrained_module, "train_recipe", _no_training)
+    with pytest.warns(UserWarning, match=r"shipped weights of 'shakespeare-small' are missing .*reinstall it\. "
+                                         r"Training the recipe on this machine instead \(about 4 minutes"), \
+            pytest.raises(_Trained):
+        pretrained("shakespeare-small", cache_dir=tmp_path / "cache", progress=False)
+
+
+@pytest.mark.parametrize("damage", ["flipped bit", "nan weights"])
+def test_a_damaged_cached_model_is_not_loaded(damage: str, tiny: Recipe, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cached models used to load as source='cache' whatever their bytes held."""
+    from safetensors.torch import load_file, save_file
+
+    cache = tmp_path / "models"
+    pretrained(tiny, cache_dir=cache, progress=False)
+    weights = cache / "tiny-test" / "model.safetensors"
+    if damage == "flipped bit":
+        data = bytearray(weights.read_bytes())
+        data[-3] ^= 0x40
+        weights.write_bytes(bytes(data))
+        expected = r"unusable \(checkpoint file .*model\.safetensors is corrupt: its SHA-256 is"
+    else:
+        tensors = load_file(weights)
+        name = sorted(tensors)[0]
+        tensors[name] = torch.full_like(tensors[name], float("nan"))
+        save_file(tensors, weights, metadata={"format": "companion-checkpoint"})
+        meta_path = cache / "tiny-test" / "checkpoint.json"
+        meta = json.loads(meta_path.read_text())
+        meta.setdefault("sha256", {})["model.safetensors"] = sha256_of(weights)  # as if cached with NaN
+        meta_path.write_text(json.dumps(meta))
+        expected = rf"unusable \(its weights {name} hold NaN or infinite values\)"
+    monkeypatch.setattr(pretrained_module, "train_recipe", _no_training)
+    with pytest.warns(UserWarning, match=expected), pytest.raises(_Trained):
+        pretrained(tiny, cache_dir=cache, progress=False)
+
+
+def test_a_cached_model_without_recorded_hashes_is_retrained(tiny: Recipe, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = tmp_path / "models"
+    pretrained(tiny, cache_dir=cache, progress=False)
+    meta_path = cache / "tiny-test" / "checkpoint.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["sha256"]
+    meta_path.write_text(json.dumps(meta))
+    monkeypatch.setattr(pretrained_module, "train_recipe", _no_training)
+    with pytest.warns(UserWarning, match=r"unusable \(it has no record of its files' SHA-256"), pytest.raises(_Trained):
+        pretrained(tiny, cache_dir=cache, progress=False)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -20,20 +21,22 @@ from companion import files
 from companion.files import (
     ChecksumError,
     DownloadError,
+    FolderBusyError,
     atomic_folder,
     atomic_write,
     cache_folder,
     fetch_verified,
     file_digest,
     folder_backups,
+    folder_lock,
     recover_folder,
     sha256_of,
 )
 
 
 def _listing(folder: Path) -> list[str]:
-    """Everything in a folder, hidden temporary files included."""
-    return sorted(p.name for p in folder.iterdir())
+    """Everything in a folder, hidden temporary files included (not the write locks, which stay by design)."""
+    return sorted(p.name for p in folder.iterdir() if not p.name.endswith(".writing.lock"))
 
 
 def _tree(folder: Path) -> dict[str, bytes]:
@@ -363,3 +366,44 @@ def test_fetch_verified_checks_the_unpacked_bytes(tmp_path: Path, httpserver: HT
     assert str(info.value).endswith("Do it yourself.")
     assert not isinstance(info.value, ChecksumError)
     assert _listing(tmp_path) == ["member.txt"]
+
+
+def test_a_file_placed_by_hand_gets_its_hash_recorded_on_first_use(tmp_path: Path) -> None:
+    """Issue 18: the offline error advises placing the file by hand; that copy is then checked like a download."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    target = cache / "gpt2-medium.safetensors"
+    placed = b"weights placed by hand\n" * 50
+    target.write_bytes(placed)
+    url = "http://127.0.0.1:9/never-contacted"  # nothing listens: a download attempt would fail
+    assert fetch_verified(url, target, sha256=None, progress=False) == target
+    sidecar = cache / "gpt2-medium.safetensors.sha256"
+    assert sidecar.read_text(encoding="ascii") == hashlib.sha256(placed).hexdigest() + "\n"
+    target.write_bytes(placed[:-1] + b"!")  # changed afterwards: no longer trusted
+    with pytest.raises(DownloadError, match="is not trusted"):
+        fetch_verified(url, target, sha256=None, progress=False, timeout=1)
+
+
+def test_folder_lock_is_one_lock_through_a_symlink(tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    real.mkdir()
+    (tmp_path / "link").symlink_to(real)
+    raised: list[BaseException] = []
+
+    def second_writer() -> None:  # another thread (or process) waits, here at most 0.05 s
+        try:
+            with folder_lock(tmp_path / "link", timeout=0.05):
+                pass
+        except FolderBusyError as err:
+            raised.append(err)
+
+    with folder_lock(real):
+        with folder_lock(real):  # the holder may take it again (save_checkpoint around atomic_folder)
+            thread = threading.Thread(target=second_writer)
+            thread.start()
+            thread.join()
+    assert len(raised) == 1 and "another process has been writing" in str(raised[0]) and "real" in str(raised[0])
+    thread = threading.Thread(target=second_writer)  # released: free again
+    thread.start()
+    thread.join()
+    assert len(raised) == 1

@@ -380,3 +380,70 @@ def test_base_models_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
     assert model is tiny and tokenizer.eot_token == 50256  # GPT-2's own tokenizer
     with pytest.raises(ValueError, match="gpt2-small"):
         load_base_model("gpt2-small-book")  # a preset without published weights
+
+
+# --------------------------------------------------------------------------- #
+# Issue 18: data a classifier cannot learn from, and clear errors
+# --------------------------------------------------------------------------- #
+def test_a_data_file_with_one_class_is_refused_with_the_counts(tiny_base, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """It used to fine-tune and report 'training 1.000, validation 1.000, test accuracy 1.000'."""
+    base, _ = tiny_base
+    ham_only = tmp_path / "ham_only.tsv"
+    ham_only.write_text("\n".join(f"ham\t{text} {i}" for i in range(6) for text in HAM), encoding="utf-8")
+    with pytest.raises(ValueError, match=rf"the data file {ham_only} has no spam message \(ham 30, spam 0 after"):
+        spam_splits(path=ham_only)
+    assert main(cli_args(base, ham_only, tmp_path / "clf", "--quiet")) == 2
+    err = capsys.readouterr().err
+    assert "has no spam message (ham 30, spam 0" in err and "accuracy" not in capsys.readouterr().out
+    with pytest.raises(ValueError, match=r"only one class \(class 0: 30\)"):
+        split_messages([m for m in messages(30, 0)], (0.7, 0.1, 0.2), seed=0)
+
+
+def test_class_probabilities_refuses_a_max_length_that_is_not_positive() -> None:
+    """max_length=0 used to mean the whole context and a negative one dropped the last tokens."""
+    model = tiny_classifier().eval()
+    for bad in (0, -1, -3, 2.5):
+        with pytest.raises(ValueError, match=rf"max_length={bad!r} must be a positive number of tokens"):
+            class_probabilities("abcdef", model, LetterTokenizer(), max_length=bad)
+        with pytest.raises(ValueError, match="must be a positive number of tokens"):
+            classify("abcdef", model, LetterTokenizer(), max_length=bad)
+
+
+def test_data_file_errors_name_the_file(tmp_path: Path) -> None:
+    latin = tmp_path / "latin1.tsv"
+    latin.write_bytes("ham\tcafé\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=rf"the data file {latin} is not UTF-8 text .* at byte 7"):
+        spam_splits(path=latin)
+    broken = tmp_path / "broken.tsv"
+    broken.write_text("ham\tfine\nspam but no tab\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=rf"the data file {broken}: line 2 has no tab"):
+        spam_splits(path=broken)
+
+
+def test_a_label_outside_the_head_is_named() -> None:
+    """Label 5 with a 2-class head used to end in a bare IndexError from cross_entropy."""
+    data = ClassificationDataset([Message("abc", 0), Message("ab", 5)], LetterTokenizer(), max_length=4)
+    batch = (data.inputs, data.labels)
+    task = ClassificationTask(PAD)
+    with pytest.raises(ValueError, match=r"holds the label 5, but the classifier has 2 classes \(labels 0 to 1\)"):
+        task.loss(tiny_classifier(), batch)
+    with pytest.raises(ValueError, match=r"holds the label 5"):
+        task.evaluate(tiny_classifier(), [batch], None)
+    with pytest.raises(ValueError, match=r"message 1 has the label -1; a label is a class id"):
+        ClassificationDataset([Message("abc", 0), Message("ab", -1)], LetterTokenizer())
+
+
+def test_a_batch_larger_than_the_training_set_is_named() -> None:
+    """It used to fail with 'eval_every=0 must be a positive integer'."""
+    splits = split_messages(messages(20, 20), (0.7, 0.1, 0.2), seed=0)
+    with pytest.raises(ValueError, match=r"batch_size=100000 is more than the 28 training messages.*at most 28"):
+        make_loaders(splits, LetterTokenizer(), batch_size=100_000)
+
+
+def test_num_classes_of_the_wrong_type_is_named(tmp_path: Path) -> None:
+    """A string num_classes used to be reported as 'no classifier settings'."""
+    model = tiny_classifier()
+    save_checkpoint(tmp_path / "clf", model, extra={"classifier": {"num_classes": "2"}})
+    with pytest.raises(ValueError, match=r"its settings give num_classes='2', which must be a whole number >= 2"):
+        load_classifier(tmp_path / "clf")

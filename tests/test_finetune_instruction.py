@@ -369,3 +369,64 @@ def test_cli_errors(base_and_data: tuple[Path, Path], tmp_path: Path, capsys: py
     for option in ("--out", "--model", "--checkpoint", "--data", "--prompt-style", "--mask-instructions",
                    "--steps", "--batch-size", "--lr", "--resume", "--eval-examples"):
         assert option in help_text, option
+
+
+# --------------------------------------------------------------------------- #
+# Issue 18
+# --------------------------------------------------------------------------- #
+def test_a_literal_endoftext_in_a_record_is_ordinary_text() -> None:
+    """Only the template's end-of-text token may end an example; one written in the data used to become EOS."""
+    record = {"instruction": "Quote the marker.", "input": "", "output": "It is <|endoftext|> here."}
+    example = encode_example(record, BYTES, style="compact")
+    assert example.ids.count(EOS) == 1 and example.ids[-1] == EOS
+    response = example.ids[example.prompt_length : -1]
+    assert bytes(response).decode() == "It is <|endoftext|> here."
+    prompt_record = {"instruction": "Say <|endoftext|> please.", "input": "", "output": "ok"}
+    assert EOS not in encode_example(prompt_record, BYTES, style="compact").ids[:-1]
+
+
+def test_generate_response_reads_the_prompt_as_training_encoded_it(make_model: Callable[..., GPTModel],
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import companion.finetune.instruction as ins
+
+    seen: list[list[int]] = []
+
+    def fake_generate(model: Any, idx: torch.Tensor, max_new_tokens: int, **kwargs: Any) -> torch.Tensor:
+        seen.append(idx[0].tolist())
+        return torch.cat([idx, torch.tensor([[EOS]])], dim=1)
+
+    monkeypatch.setattr(ins, "generate", fake_generate)
+    record = {"instruction": "Say <|endoftext|> please.", "input": ""}
+    response = generate_response(make_model(BYTE_CFG), BYTES, record, style="compact", max_new_tokens=1)
+    assert response.stopped and response.text == ""
+    assert seen == [list(encode_example({**record, "output": ""}, BYTES, style="compact").ids[:-1])]
+    assert EOS not in seen[0]
+
+
+def test_instruction_data_errors_name_the_file(tmp_path: Path) -> None:
+    from companion.finetune.instruction import load_records
+
+    malformed = tmp_path / "malformed.json"
+    malformed.write_text('[{"instruction": "x", "output": "y"}\n{"instruction": "z"}]', encoding="utf-8")
+    with pytest.raises(ValueError, match=rf"the data file {malformed} is not valid JSON \(Expecting ',' delimiter at "
+                                         r"line 2, column 1\)"):
+        load_records(malformed)
+    latin = tmp_path / "latin1.json"
+    latin.write_bytes('[{"instruction": "café", "output": "y"}]'.encode("latin-1"))
+    with pytest.raises(ValueError, match=rf"the data file {latin} is not UTF-8 text \(invalid continuation byte"):
+        load_records(latin)
+
+
+def test_every_record_too_long_says_so() -> None:
+    """It used to say 'use drop_last=False or a smaller batch'."""
+    records = [{"instruction": "x" * 60, "input": "", "output": "y"} for _ in range(20)]
+    with pytest.raises(ValueError, match=r"only 0 of the 16 training records fit a context of 40 tokens \(the other 16 "
+                                         r"are longer and were dropped\).*too_long='truncate'"):
+        prepare_instruction_data(records, BYTES, 40, style="compact", batch_size=4)
+
+
+def test_masking_a_prompt_of_no_tokens_masks_nothing() -> None:
+    """Found by tests/test_properties.py: prompt_length 0 used to mask every target but the last (a slice :-1)."""
+    example = InstructionExample(ids=(5, 6, 7, EOS), prompt_length=0)
+    _, targets = collate_instructions([example], pad_id=EOS, mask_prompt=True)
+    assert targets.tolist() == [[6, 7, EOS]]

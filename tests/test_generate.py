@@ -213,3 +213,34 @@ def test_text_helpers_round_trip_and_generate_text() -> None:
 
 def ids_to_len(text: str, tokenizer: BPETokenizer) -> int:
     return len(tokenizer.encode(text))
+
+
+# ------------------------------------------------------------------ issue 18: bare errors
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"temperature": float("nan")}, r"temperature=nan must be a finite number >= 0"),
+        ({"temperature": float("inf")}, r"temperature=inf must be a finite number >= 0"),
+        ({"temperature": "0.8"}, r"temperature='0.8' must be a finite number >= 0"),
+        ({"max_new_tokens": 2.0}, r"max_new_tokens=2.0 must be a whole number of tokens"),
+        ({"max_new_tokens": "5"}, r"max_new_tokens='5' must be a whole number of tokens"),
+        ({"top_k": 2.5}, r"top_k=2.5 must be a whole number >= 1"),
+        ({"top_p": "0.9"}, r"top_p='0.9' must be a number in \(0, 1\]"),
+    ],
+)
+def test_generate_names_a_bad_number(changes: dict, message: str) -> None:
+    torch.manual_seed(0)
+    model = GPTModel(GPTConfig(vocab_size=32, context_length=8, emb_dim=16, n_heads=2, n_layers=1))
+    args = {"max_new_tokens": 2, "temperature": 0.5, **changes}
+    with pytest.raises(ValueError, match=message):
+        generate(model, torch.tensor([[1, 2]]), args.pop("max_new_tokens"), **args)
+
+
+def test_a_python_list_given_to_the_model_is_named() -> None:
+    """It used to fail with "'list' object has no attribute 'dim'"."""
+    torch.manual_seed(0)
+    model = GPTModel(GPTConfig(vocab_size=32, context_length=8, emb_dim=16, n_heads=2, n_layers=1))
+    with pytest.raises(TypeError, match=r"idx must be a \(B, T\) tensor of token ids, got a list; .*torch\.tensor"):
+        model([[1, 2, 3]])
+    with pytest.raises(TypeError, match=r"got a list; convert it with torch\.tensor\(\[ids\]\)"):
+        generate(model, [[1, 2, 3]], 2)

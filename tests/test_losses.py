@@ -109,3 +109,15 @@ def test_evaluate_text_scores_every_token_once(make_model) -> None:
     # a text shorter than one window is one window
     short = evaluate_text(model, tokenizer, text[:30])
     assert short.tokens == len(tokenizer.encode(text[:30])) - 1
+
+
+def test_evaluate_text_refuses_a_context_length_outside_the_model(make_model) -> None:
+    """Issue 18: context_length=0 used to mean the model's context, silently."""
+    tokenizer = BPETokenizer.train(REPEATED_TEXT, 300)
+    model = make_model(GPTConfig(vocab_size=300, context_length=16, emb_dim=32, n_heads=4, n_layers=1))
+    for bad in (0, -4, 17, 8.0, True):
+        with pytest.raises(ValueError, match=rf"context_length={bad!r} must be a whole number of tokens from 1 to the "
+                                             r"model's context_length \(16\), or None"):
+            evaluate_text(model, tokenizer, REPEATED_TEXT[:200], context_length=bad)
+    shorter = evaluate_text(model, tokenizer, REPEATED_TEXT[:200], context_length=8)
+    assert shorter.loss_per_token != evaluate_text(model, tokenizer, REPEATED_TEXT[:200]).loss_per_token

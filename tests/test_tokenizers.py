@@ -637,3 +637,27 @@ def test_save_into_a_missing_folder_names_the_file(tmp_path: Path) -> None:
     assert str(target) in message and f"{target.parent} does not exist" in message
     assert ".tmp" not in message
     assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------------------ issue 18: bare errors
+@pytest.mark.parametrize("text, fix", [(None, "got NoneType"), (b"hello", r"got bytes; decode the bytes first"),
+                                       (42, "got int")])
+def test_encoding_something_that_is_not_text_is_named(text: object, fix: str) -> None:
+    bpe = BPETokenizer([], special_tokens={ENDOFTEXT: 256})
+    simple = SimpleTokenizer(build_vocab("hello world"))
+    gpt2 = gpt2_tokenizer()
+    calls = [lambda: bpe.encode(text), lambda: bpe.encode_ordinary(text), lambda: simple.encode(text),
+             lambda: gpt2.encode(text), lambda: gpt2.encode_ordinary(text), lambda: encode_text(gpt2, text)]
+    for call in calls:
+        with pytest.raises(TypeError, match=rf"text must be a str, {fix}"):
+            call()
+
+
+@pytest.mark.parametrize("bad", [-1, 50257, 10**12])
+def test_gpt2_decode_names_an_id_outside_the_vocabulary(bad: int) -> None:
+    """tiktoken says 'OverflowError: out of range integral type conversion attempted' for -1."""
+    gpt2 = gpt2_tokenizer()
+    with pytest.raises(UnknownTokenError, match=rf"^{bad} is not a token id of gpt2's tokenizer \(ids 0\.\.50256\)"):
+        gpt2.decode([31373, bad])
+    assert isinstance(gpt2, tiktoken.Encoding) and repr(gpt2) == "<Encoding 'gpt2'>"
+    assert gpt2.decode([31373, 995]) == "hello world"

@@ -291,3 +291,64 @@ def test_a_second_trainer_on_the_same_folder_is_refused(tmp_path: Path, make_mod
     history = train(make_model(), random_loaders()[0], max_steps=3, checkpoint_dir=out, resume=False, progress=False)
     assert history.steps[-1] == 3
     assert math.isfinite(history.batch_losses[-1])
+
+
+# --------------------------------------------------------------------- issue 18
+def test_a_run_folder_reached_through_a_symlink_shares_its_lock(tmp_path: Path, make_model, random_loaders) -> None:
+    import filelock
+
+    real = tmp_path / "run"
+    real.mkdir()
+    (tmp_path / "alias").symlink_to(real)
+    with filelock.FileLock(str(tmp_path / ".run.lock"), timeout=0):  # a trainer on the real folder
+        with pytest.raises(RunFolderBusyError, match=r"another training run is writing checkpoints to .*run"):
+            train(make_model(), random_loaders()[0], max_steps=1, checkpoint_dir=tmp_path / "alias", progress=False)
+
+
+def test_resuming_past_max_steps_is_an_error_not_a_silent_no_op(tmp_path: Path, make_model, random_loaders) -> None:
+    loader = random_loaders()[0]
+    train(make_model(), loader, max_steps=4, eval_every=2, checkpoint_dir=tmp_path / "run", progress=False)
+    model = make_model()
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(ValueError, match=r"is at step 4, past this run's last step \(2\).*max_steps above 4"):
+        train(model, loader, max_steps=2, eval_every=2, checkpoint_dir=tmp_path / "run", progress=False)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))  # left as it was
+    # the same number of steps is a finished run: it returns its history, as before
+    history = train(make_model(), loader, max_steps=4, eval_every=2, checkpoint_dir=tmp_path / "run", progress=False)
+    assert history.steps == [2, 4]
+
+
+def test_resuming_with_another_number_of_processes_says_so(tmp_path: Path, make_model, random_loaders) -> None:
+    import json
+
+    loader = random_loaders()[0]
+    train(make_model(), loader, max_steps=2, eval_every=2, checkpoint_dir=tmp_path / "run", progress=False)
+    meta_file = tmp_path / "run" / "checkpoint.json"
+    meta = json.loads(meta_file.read_text())
+    assert meta["extra"]["world_size"] == 1
+    meta["extra"]["world_size"] = 2  # as a two-process run writes it
+    meta_file.write_text(json.dumps(meta))
+    with pytest.warns(UserWarning, match=r"written by 2 process\(es\), with 1: .*not match an uninterrupted 2-process"):
+        train(make_model(), loader, max_steps=4, eval_every=2, checkpoint_dir=tmp_path / "run", progress=False)
+
+
+def test_a_checkpoint_whose_history_disagrees_with_its_step_is_refused(tmp_path: Path, make_model, random_loaders) -> None:
+    import json
+
+    loader = random_loaders()[0]
+    train(make_model(), loader, max_steps=2, eval_every=2, checkpoint_dir=tmp_path / "run", progress=False)
+    meta_file = tmp_path / "run" / "checkpoint.json"
+    meta = json.loads(meta_file.read_text())
+    meta["history"]["batch_losses"] = []
+    meta_file.write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=r"at step 2 but its history holds 0 batch losses"):
+        train(make_model(), loader, max_steps=4, eval_every=2, checkpoint_dir=tmp_path / "run", progress=False)
+
+
+def test_train_says_to_pass_the_model_of_a_pretrained(make_model, random_loaders) -> None:
+    from companion.course_models import Pretrained
+
+    model = make_model()
+    result = Pretrained(model, None, model.config)
+    with pytest.raises(TypeError, match=r"got a Pretrained; .*pass its \.model"):
+        train(result, random_loaders()[0], max_steps=1, progress=False)  # type: ignore[arg-type]

@@ -144,12 +144,26 @@ def read_sms_spam(path: str | os.PathLike[str] | None = None, *, progress: bool 
         path: A file in the collection's format; ``None`` for the course's copy
             (``companion.data.read_text("sms-spam")``, downloaded on first use).
         progress: Show a download progress bar.
+
+    Raises:
+        ValueError: The file is not UTF-8, or a line is malformed (the message names the
+            file and the line).
     """
     if path is None:
         from companion.data import read_text
 
         return parse_sms_collection(read_text("sms-spam", progress=progress))
-    return parse_sms_collection(Path(path).read_text(encoding="utf-8"))
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(
+            f"the data file {file} is not UTF-8 text ({err.reason} at byte {err.start}); convert it to UTF-8"
+        ) from err
+    try:
+        return parse_sms_collection(text)
+    except ValueError as err:
+        raise ValueError(f"the data file {file}: {err}") from err
 
 
 def deduplicate(messages: Sequence[Message]) -> list[Message]:
@@ -205,14 +219,22 @@ def split_messages(
     ``messages``. Each split is then shuffled, so that its classes are mixed.
 
     Raises:
-        ValueError: The fractions are not three positive numbers adding up to 1, or a
-            class is too small to put a message in every split.
+        ValueError: The fractions are not three positive numbers adding up to 1, the
+            messages hold fewer than two classes, or a class is too small to put a
+            message in every split.
     """
     if len(fractions) != 3 or any(f <= 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-9:
         raise ValueError(f"fractions={fractions} must be three positive numbers that add up to 1")
+    groups = _by_class(messages)
+    if len(groups) < 2:
+        counts = ", ".join(f"class {label}: {len(group)}" for label, group in groups.items()) or "no messages"
+        raise ValueError(
+            f"the messages hold only one class ({counts}): a classifier cannot learn from them, and its "
+            "accuracy would be 1.0 whatever it predicts. Give messages of at least two classes"
+        )
     generator = torch.Generator().manual_seed(seed)
     parts: list[list[Message]] = [[], [], []]
-    for label, group in _by_class(messages).items():
+    for label, group in groups.items():
         n_train, n_val = round(fractions[0] * len(group)), round(fractions[1] * len(group))
         if min(n_train, n_val, len(group) - n_train - n_val) < 1:
             raise ValueError(f"class {label} has only {len(group)} message(s): too few for three splits")
@@ -239,8 +261,22 @@ def spam_splits(
         fractions: Shares of training, validation and test messages.
         balance: Keep as many ham as spam messages.
         path: Another file in the collection's format (``None``: the course's copy).
+
+    Raises:
+        ValueError: The file cannot be read or parsed (the message names it), or it has
+            no message of some class (the message gives the counts).
     """
     messages = deduplicate(read_sms_spam(path))
+    counts = [sum(m.label == i for m in messages) for i in range(len(LABELS))]
+    if min(counts) == 0:
+        source = "the SMS Spam Collection" if path is None else f"the data file {os.fspath(path)}"
+        found = ", ".join(f"{name} {n}" for name, n in zip(LABELS, counts, strict=True))
+        missing = " and ".join(name for name, n in zip(LABELS, counts, strict=True) if n == 0)
+        raise ValueError(
+            f"{source} has no {missing} message ({found} after removing duplicates): a classifier cannot "
+            f"learn a class it never sees, and its accuracy would mean nothing. Give messages of every class "
+            f"({', '.join(LABELS)})"
+        )
     if balance:
         messages = balance_classes(messages, seed=seed)
     return split_messages(messages, fractions, seed=seed)
@@ -316,6 +352,12 @@ class ClassificationDataset(Dataset[tuple[Tensor, Tensor]]):
                     f"message {i} contains the padding id {self.pad_id}, so padding could not be told "
                     "from text; pad with an id that no message uses, such as <|endoftext|>"
                 )
+        for i, message in enumerate(messages):
+            if isinstance(message.label, bool) or not isinstance(message.label, int) or message.label < 0:
+                raise ValueError(
+                    f"message {i} has the label {message.label!r}; a label is a class id, an integer >= 0 "
+                    "(an index into the labels, e.g. LABELS.index('spam'))"
+                )
         longest = max(len(ids) for ids in encoded)
         self.max_length = longest if max_length is None else max_length
         if isinstance(self.max_length, bool) or not isinstance(self.max_length, int) or self.max_length < 1:
@@ -355,13 +397,19 @@ def make_loaders(
     incomplete last batch; the other two keep every message, in order.
 
     Raises:
-        ValueError: ``max_length`` exceeds ``context_length``.
+        ValueError: ``max_length`` exceeds ``context_length``, or ``batch_size`` exceeds
+            the number of training messages.
     """
     if max_length is not None and context_length is not None and max_length > context_length:
         raise ValueError(f"max_length={max_length} exceeds the model's context_length={context_length}")
     train_set = ClassificationDataset(splits.train, tokenizer, max_length=max_length, pad_id=pad_id)
     if context_length is not None and train_set.max_length > context_length:
         train_set = ClassificationDataset(splits.train, tokenizer, max_length=context_length, pad_id=pad_id)
+    if len(train_set) < batch_size:
+        raise ValueError(
+            f"batch_size={batch_size} is more than the {len(train_set)} training messages, so no full batch can "
+            f"be made (the last partial batch is dropped); use a batch size of at most {len(train_set)}"
+        )
     T, pad = train_set.max_length, train_set.pad_id
     val_set = ClassificationDataset(splits.val, tokenizer, max_length=T, pad_id=pad)
     test_set = ClassificationDataset(splits.test, tokenizer, max_length=T, pad_id=pad)
@@ -458,6 +506,17 @@ def classification_logits(model: nn.Module, inputs: Tensor, pad_id: int) -> Tens
     return logits[torch.arange(inputs.shape[0], device=logits.device), positions]  # (B, K)
 
 
+def _check_labels(labels: Tensor, num_classes: int) -> None:
+    """Raise a clear error for a label that is not a class of a ``num_classes``-way head."""
+    low, high = int(labels.min()), int(labels.max())
+    if low < 0 or high >= num_classes:
+        raise ValueError(
+            f"a batch holds the label {high if high >= num_classes else low}, but the classifier has "
+            f"{num_classes} classes (labels 0 to {num_classes - 1}); give prepare_classifier num_classes "
+            "equal to the number of labels in the data, or fix the data's labels"
+        )
+
+
 class ClassificationTask:
     """What ``companion.train.train`` needs to fine-tune a classifier (chapter 6, "Fine-tuning").
 
@@ -477,7 +536,9 @@ class ClassificationTask:
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
         """The mean cross-entropy of one batch (a scalar with a graph)."""
         inputs, labels = batch
-        return F.cross_entropy(classification_logits(model, inputs, self.pad_id), labels)
+        logits = classification_logits(model, inputs, self.pad_id)  # (B, K)
+        _check_labels(labels, logits.shape[-1])
+        return F.cross_entropy(logits, labels)
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, loader: Iterable[Batch], max_batches: int | None) -> dict[str, float]:
@@ -491,6 +552,7 @@ class ClassificationTask:
                     break
                 inputs, labels = inputs.to(device), labels.to(device)
                 logits = classification_logits(model, inputs, self.pad_id)  # (B, K)
+                _check_labels(labels, logits.shape[-1])
                 total += F.cross_entropy(logits, labels, reduction="sum").item()
                 correct += int((logits.argmax(dim=-1) == labels).sum())
                 count += len(labels)
@@ -560,8 +622,13 @@ def class_probabilities(text: str, model: GPTModel, tokenizer: Any, *, max_lengt
     real token does not depend on padding.
 
     Raises:
-        ValueError: The text encodes to no tokens.
+        ValueError: The text encodes to no tokens, or ``max_length`` is not a positive integer.
     """
+    if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1):
+        raise ValueError(
+            f"max_length={max_length!r} must be a positive number of tokens (the training data's), or None "
+            "for the model's context length"
+        )
     ids = encode_message(tokenizer, text)
     if not ids:
         raise ValueError("the text is empty: there is nothing to classify")
@@ -745,8 +812,15 @@ def load_classifier(path: str | os.PathLike[str], *, map_location: str | torch.d
 
     saved = read_checkpoint_info(path)
     settings = saved["extra"].get("classifier")
-    if not isinstance(settings, dict) or not isinstance(settings.get("num_classes"), int):
+    if not isinstance(settings, dict):
         raise ValueError(f"{path} is not a classifier's checkpoint (its extra has no 'classifier' settings)")
+    num_classes = settings.get("num_classes")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+        raise ValueError(
+            f"{path} is a classifier's checkpoint, but its settings give num_classes={num_classes!r}, which must "
+            "be a whole number >= 2 (written as 2, not \"2\"); its checkpoint.json was edited or damaged: "
+            "save the classifier again"
+        )
     config = saved["config"]
     with torch.random.fork_rng(devices=[]):  # the weights are replaced: keep the caller's random state
         model = prepare_classifier(GPTModel(config, init="pytorch"), settings["num_classes"], train_blocks=None)

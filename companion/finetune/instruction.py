@@ -139,14 +139,25 @@ def load_records(source: str | Path) -> tuple[list[dict[str, str]], str]:
         (to tell runs on different data apart).
 
     Raises:
-        ValueError: The file is not a JSON list of records with string fields.
+        ValueError: The file is not UTF-8 JSON, or not a list of records with string
+            fields (the message names the file).
         FileNotFoundError: ``source`` is neither a course data file nor a file.
     """
     path = fetch(str(source), progress=False) if str(source) in DATASETS else Path(source).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"{source} is neither a course data file ({', '.join(DATASETS)}) nor a file")
     raw = path.read_bytes()
-    records = json.loads(raw.decode("utf-8"))
+    try:
+        records = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise ValueError(
+            f"the data file {path} is not UTF-8 text ({err.reason} at byte {err.start}); convert it to UTF-8"
+        ) from err
+    except json.JSONDecodeError as err:
+        raise ValueError(
+            f"the data file {path} is not valid JSON ({err.msg} at line {err.lineno}, column {err.colno}); "
+            "it must hold a JSON list of {\"instruction\", \"input\", \"output\"} records"
+        ) from err
     if not isinstance(records, list) or not records:
         raise ValueError(f"{path} must hold a non-empty JSON list of instruction records")
     for i, record in enumerate(records):
@@ -228,6 +239,13 @@ def eos_id_of(tokenizer: Any) -> int:
         ) from None
 
 
+def _encode_data(tokenizer: Any, text: str) -> list[int]:
+    """The ids of a text that is data: special tokens' text stays ordinary text (where the
+    tokenizer can tell them apart, as ``BPETokenizer`` and tiktoken can)."""
+    ordinary = getattr(tokenizer, "encode_ordinary", None)
+    return list(ordinary(text)) if ordinary is not None else encode_text(tokenizer, text)
+
+
 @dataclass(frozen=True)
 class InstructionExample:
     """One tokenized record.
@@ -248,10 +266,13 @@ def encode_example(
 
     The prompt and the response are encoded separately and joined, so the prompt's
     tokens are exactly those the model reads when it answers the same prompt later.
+    A record is data, not markup: a special token's text inside it (a literal
+    ``<|endoftext|>`` in an output) is encoded as ordinary text, so the only
+    end-of-text token is the one appended here (``encode_ordinary``).
     """
-    prompt = encode_text(tokenizer, format_prompt(entry, style))
+    prompt = _encode_data(tokenizer, format_prompt(entry, style))
     _check_entry(entry, needs_output=True)
-    response = encode_text(tokenizer, entry["output"])
+    response = _encode_data(tokenizer, entry["output"])
     eos = eos_id_of(tokenizer) if eos_id is None else eos_id
     return InstructionExample(ids=(*prompt, *response, eos), prompt_length=len(prompt))
 
@@ -378,8 +399,8 @@ def collate_instructions(
         n = ids.numel() - 1
         inputs[row, :n] = ids[:-1]
         targets[row, :n] = ids[1:]  # shifted by one
-        if mask_prompt:
-            targets[row, : ex.prompt_length - 1] = ignore_index  # targets that are prompt tokens
+        if mask_prompt:  # targets that are prompt tokens (none for a prompt of 0 or 1 tokens)
+            targets[row, : max(ex.prompt_length - 1, 0)] = ignore_index
     if max_length is not None:
         inputs, targets = inputs[:, :max_length], targets[:, :max_length]
     return inputs, targets
@@ -461,6 +482,17 @@ def prepare_instruction_data(
         for part in (splits.train, splits.val, splits.test)
     ]
     pad = eos_id_of(tokenizer)
+    kept, given = len(sets[0]), len(splits.train)
+    if kept < batch_size and sets[0].dropped:
+        raise ValueError(
+            f"only {kept} of the {given} training records fit a context of {context_length} tokens (the other "
+            f"{sets[0].dropped} are longer and were dropped), fewer than one batch of {batch_size}; use "
+            "too_long='truncate', shorter records, a model with a longer context, or a smaller batch_size"
+        )
+    if kept < batch_size:
+        raise ValueError(
+            f"the {kept} training records make no full batch of {batch_size}; use a batch_size of at most {kept}"
+        )
     train_loader = instruction_loader(sets[0], batch_size=batch_size, pad_id=pad, shuffle=True, drop_last=True,
                                       mask_prompt=mask_prompt)
     val_loader = instruction_loader(sets[1], batch_size=batch_size, pad_id=pad, mask_prompt=mask_prompt)
@@ -512,7 +544,7 @@ def generate_response(
         ValueError: ``max_new_tokens`` is None and the prompt leaves no room in the context.
     """
     record = {"instruction": entry, "input": ""} if isinstance(entry, str) else entry
-    prompt = encode_text(tokenizer, format_prompt(record, style))
+    prompt = _encode_data(tokenizer, format_prompt(record, style))  # as encode_example encodes it
     eos = eos_id_of(tokenizer) if eos_id is None else eos_id
     if max_new_tokens is None:
         max_new_tokens = model.config.context_length - len(prompt)

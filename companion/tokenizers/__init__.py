@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 import tiktoken
 
-from companion.tokenizers.base import ENDOFTEXT, UNKNOWN, UnknownTokenError
+from companion.tokenizers.base import ENDOFTEXT, UNKNOWN, UnknownTokenError, check_text
 from companion.tokenizers.bpe import BPETokenizer, train_bpe_naive
 from companion.tokenizers.gpt2 import GPT2_SPLIT_PATTERN, gpt2_tokenizer
 from companion.tokenizers.simple import SimpleTokenizer, build_vocab, split_text
@@ -65,7 +65,11 @@ def encode_text(tokenizer: Any, text: str) -> list[int]:
 
     Returns:
         The ids.
+
+    Raises:
+        TypeError: ``text`` is not a ``str`` (e.g. ``None`` or bytes: decode them first).
     """
+    check_text(text)
     if isinstance(tokenizer, (BPETokenizer, tiktoken.Encoding)):
         return list(tokenizer.encode(text, allowed_special="all"))
     return list(tokenizer.encode(text))

@@ -34,6 +34,17 @@ class UnknownTokenError(KeyError, ValueError):
         return str(self.args[0]) if self.args else ""
 
 
+def check_text(text: object) -> str:
+    """``text`` itself if it is a ``str``; a clear ``TypeError`` for bytes, ``None`` or anything else."""
+    if isinstance(text, str):
+        return text
+    if isinstance(text, (bytes, bytearray)):
+        raise TypeError(
+            f"text must be a str, got {type(text).__name__}; decode the bytes first, e.g. text.decode('utf-8')"
+        )
+    raise TypeError(f"text must be a str, got {type(text).__name__}: {text!r:.60}")
+
+
 def as_id_list(ids: Iterable[int]) -> list[int]:
     """Token ids as a list of ints; also takes a 1-D tensor or array (via ``tolist()``)."""
     if hasattr(ids, "tolist"):

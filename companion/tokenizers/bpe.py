@@ -32,6 +32,7 @@ from companion.tokenizers.base import (
     Pair,
     UnknownTokenError,
     as_id_list,
+    check_text,
     chunk_bytes,
     compile_pattern,
     merge_pair,
@@ -322,6 +323,7 @@ class BPETokenizer:
         Returns:
             The ids.
         """
+        check_text(text)
         try:
             return self._encode_ordinary(text)
         except UnicodeEncodeError:
@@ -355,6 +357,7 @@ class BPETokenizer:
         Raises:
             ValueError: ``text`` contains a disallowed special token.
         """
+        check_text(text)
         if allowed_special == "all":
             allowed = set(self._special_tokens)
         else:

@@ -20,10 +20,13 @@ import functools
 import hashlib
 import importlib.resources
 import json
+import numbers
+from collections.abc import Sequence
+from typing import Any
 
 import tiktoken
 
-from companion.tokenizers.base import ENDOFTEXT
+from companion.tokenizers.base import ENDOFTEXT, UnknownTokenError, as_id_list, check_text
 
 __all__ = ["GPT2_EOT_ID", "GPT2_SPLIT_PATTERN", "gpt2_byte_chars", "gpt2_byte_order", "gpt2_merges", "gpt2_tokenizer"]
 
@@ -113,6 +116,34 @@ def gpt2_merges() -> tuple[tuple[bytes, bytes], ...]:
     return merges
 
 
+class _CheckedEncoding(tiktoken.Encoding):
+    """A ``tiktoken.Encoding`` whose ``encode`` and ``decode`` explain bad input.
+
+    tiktoken reports an id of -1 as "OverflowError: out of range integral type conversion
+    attempted" and ``encode(None)`` as "a bytes-like object is required"; these name the
+    value and the fix. Everything else is tiktoken's own.
+    """
+
+    def encode(self, text: str, **kwargs: Any) -> list[int]:
+        return super().encode(check_text(text), **kwargs)
+
+    def encode_ordinary(self, text: str) -> list[int]:
+        return super().encode_ordinary(check_text(text))
+
+    def decode_bytes(self, tokens: Sequence[int]) -> bytes:
+        ids: list[Any] = as_id_list(tokens)
+        bad = [i for i in ids if not isinstance(i, numbers.Integral) or not 0 <= int(i) < self.n_vocab]
+        if bad:
+            raise UnknownTokenError(
+                f"{bad[0]!r} is not a token id of {self.name}'s tokenizer (ids 0..{self.n_vocab - 1}); "
+                "decode only ids the model or the tokenizer produced"
+            )
+        return super().decode_bytes(ids)
+
+    def decode(self, tokens: Sequence[int], errors: str = "replace") -> str:
+        return self.decode_bytes(tokens).decode("utf-8", errors=errors)
+
+
 @functools.lru_cache(maxsize=1)
 def gpt2_tokenizer() -> tiktoken.Encoding:
     """GPT-2's tokenizer as a ``tiktoken.Encoding``, built offline.
@@ -133,7 +164,7 @@ def gpt2_tokenizer() -> tiktoken.Encoding:
     """
     ranks = {bytes([b]): i for i, b in enumerate(gpt2_byte_order())}
     ranks.update({left + right: 256 + i for i, (left, right) in enumerate(gpt2_merges())})
-    return tiktoken.Encoding(
+    return _CheckedEncoding(
         name="gpt2",
         pat_str=GPT2_SPLIT_PATTERN,
         mergeable_ranks=ranks,

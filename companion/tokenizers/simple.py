@@ -14,7 +14,14 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 
-from companion.tokenizers.base import ENDOFTEXT, UNKNOWN, UnknownTokenError, as_id_list, check_special_tokens
+from companion.tokenizers.base import (
+    ENDOFTEXT,
+    UNKNOWN,
+    UnknownTokenError,
+    as_id_list,
+    check_special_tokens,
+    check_text,
+)
 
 __all__ = ["SimpleTokenizer", "build_vocab", "split_text"]
 
@@ -105,7 +112,7 @@ class SimpleTokenizer:
             UnknownTokenError: a token is missing from the vocabulary and the vocabulary
                 has no ``<|unk|>``.
         """
-        tokens = split_text(text)
+        tokens = split_text(check_text(text))
         if self._unk_id is not None:
             return [self.vocab.get(token, self._unk_id) for token in tokens]
         unknown = [token for token in dict.fromkeys(tokens) if token not in self.vocab]
