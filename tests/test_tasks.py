@@ -31,15 +31,15 @@ def items() -> TaskItems:
 
 
 @pytest.mark.parametrize(("family", "text", "answer"), [
-    ("first", "king horse crown", "The first word is king."),
-    ("last", "king horse crown", "The last word is crown."),
-    ("repeat", "crown", "Twice: crown crown"),
-    ("reverse", "king horse crown", "Reversed: crown horse king"),
+    ("first", "7 3 9", "The first number is 7."),
+    ("last", "7 3 9", "The last number is 9."),
+    ("repeat", "42", "Twice: 42 42"),
+    ("reverse", "7 3 9 0", "Reversed: 0 9 3 7"),
     ("count", "king horse crown", "There are 3 words."),
     ("larger", "37 52", "The larger number is 52."),
     ("larger", "91 19", "The larger number is 91."),
+    ("smaller", "37 52", "The smaller number is 37."),
     ("sort", "7 2 9 0", "Sorted: 0 2 7 9"),
-    ("next", "39", "The next number is 40."),
 ])
 def test_each_family_answers_by_hand_examples(family: str, text: str, answer: str) -> None:
     assert FAMILIES[family].answer(text.split()) == answer
@@ -73,6 +73,7 @@ def test_training_records_use_training_words_and_phrasings(items: TaskItems) -> 
             assert set(listed.split()) <= train_words
         else:
             assert not held_out_numbers([int(x) for x in listed.split()])
+            assert {"digits": 2, "number": 1, "pair": 2}[family.kind] <= len(listed.split()) <= 5
 
 
 def test_test_records_use_only_held_out_words_numbers_and_phrasings(items: TaskItems) -> None:
@@ -119,20 +120,20 @@ def test_make_tasks_refuses_bad_arguments(items: TaskItems, kwargs: dict, match:
 
 
 def test_check_answer_is_exact_up_to_surrounding_space() -> None:
-    record = {"family": "reverse", "instruction": "Reverse: a b c", "input": "", "output": "Reversed: c b a"}
-    assert expected_answer(record) == "Reversed: c b a"
-    assert check_answer(record, " Reversed: c b a\n")
-    assert not check_answer(record, "Reversed: c b a.")
-    assert not check_answer(record, "Reversed: a b c")
+    record = {"family": "reverse", "instruction": "Reverse: 1 2 3", "input": "", "output": "Reversed: 3 2 1"}
+    assert expected_answer(record) == "Reversed: 3 2 1"
+    assert check_answer(record, " Reversed: 3 2 1\n")
+    assert not check_answer(record, "Reversed: 3 2 1.")
+    assert not check_answer(record, "Reversed: 1 2 3")
     # the checker computes the answer from the items: a wrong stored output does not fool it
-    assert not check_answer({**record, "output": "Reversed: a b c"}, "Reversed: a b c")
+    assert not check_answer({**record, "output": "Reversed: 1 2 3"}, "Reversed: 1 2 3")
 
 
 def test_per_family_and_the_baselines() -> None:
     records = [
         {"family": "sort", "instruction": "Sort: 1 2 3", "input": "", "output": "Sorted: 1 2 3"},
         {"family": "sort", "instruction": "Sort: 3 2 1", "input": "", "output": "Sorted: 1 2 3"},
-        {"family": "first", "instruction": "First: a b", "input": "", "output": "The first word is a."},
+        {"family": "first", "instruction": "First: 4 5", "input": "", "output": "The first number is 4."},
     ]
     assert per_family(records, [True, False, True]) == {"first": 1.0, "sort": 0.5}
     assert copy_baseline(records) == {"first": 0.0, "sort": 0.5}  # a sorted list copied is right
@@ -195,3 +196,14 @@ def test_held_out_phrasings_are_new_sentences() -> None:
         assert len(family.phrasings) >= 3 and len(family.held_out_phrasings) >= 2
         lowered = {p.lower() for p in family.phrasings}
         assert not any(p.lower() in lowered for p in family.held_out_phrasings)
+
+
+def test_items_can_keep_only_single_token_words() -> None:
+    from companion.tokenizers import BPETokenizer
+
+    tokenizer = BPETokenizer.train(TEXT, 300)
+    kept = TaskItems.from_text(TEXT, tokenizer=tokenizer, min_count=5, test_fraction=0.5)
+    for word in kept.train_words + kept.test_words:
+        assert len(tokenizer.encode(" " + word)) == 1
+    every = TaskItems.from_text(TEXT, min_count=5, test_fraction=0.5)
+    assert len(kept.train_words) + len(kept.test_words) < len(every.train_words) + len(every.test_words)

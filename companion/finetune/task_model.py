@@ -49,11 +49,12 @@ _RUN_ONLY = ("progress", "checkpoint_dir", "checkpoint_every", "resume")
 
 def task_items(base: str, *, seed: int = 0) -> TaskItems:
     """The words of the tasks: from the training split of the text the base model was
-    pretrained on (so the model has read every word), split into training and held-out
-    words with ``seed``."""
+    pretrained on (so the model has read every word), those its tokenizer writes as one
+    token, split into training and held-out words with ``seed``."""
     recipe = PRETRAINING_RECIPES[base]
     text = read_text(recipe.data, progress=False)
-    return TaskItems.from_text(text[: int(len(text) * (1 - recipe.val_fraction))], seed=seed)
+    tokenizer = pretrained(base, progress=False).tokenizer
+    return TaskItems.from_text(text[: int(len(text) * (1 - recipe.val_fraction))], tokenizer=tokenizer, seed=seed)
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,7 @@ class TaskRecipe:
     style: str = "compact"
     batch_size: int = 16
     options: TrainOptions = field(default_factory=lambda: TrainOptions(
-        max_steps=4_000, lr=3e-3, min_lr=3e-4, warmup_steps=50, eval_every=500, seed=1))
+        max_steps=5_000, lr=3e-3, min_lr=3e-4, warmup_steps=50, eval_every=500, seed=1))
     test_per_family: int = 50
     description: str = ""
 

@@ -80,7 +80,9 @@ class TaskFamily:
     Attributes:
         name: Short name (a key of ``FAMILIES``).
         skill: What answering takes, in a word.
-        kind: ``"words"`` or ``"numbers"``: what the items are.
+        kind: What the items are: ``"words"`` (two to six), ``"digits"`` (three to five
+            different digits), ``"number"`` (one number from 10 to 99) or ``"pair"`` (two
+            different numbers from 10 to 99).
         template: The answer's sentence, ``{}`` where the result goes.
         work: The program that computes the result from the items.
         phrasings: Ways of writing the instruction used in fine-tuning.
@@ -89,7 +91,7 @@ class TaskFamily:
 
     name: str
     skill: str
-    kind: Literal["words", "numbers"]
+    kind: Literal["words", "digits", "number", "pair"]
     template: str
     work: Callable[[list[str]], str]
     phrasings: tuple[str, ...]
@@ -117,52 +119,47 @@ def _family(name: str, skill: str, kind: str, template: str, work: Callable[[lis
 FAMILIES: Mapping[str, TaskFamily] = MappingProxyType({
     family.name: family
     for family in (
-        _family("first", "selecting", "words", "The first word is {}.", lambda w: w[0],
-                "What is the first word | Give the first word | Name the first word | Which word comes first | "
-                "Tell me the first word | Write the first word of the list | Say the word that comes first | "
-                "Find the first word",
-                "Show me the first word | Print the first word of these | "
-                "Could you give me the word that comes first"),
-        _family("last", "selecting", "words", "The last word is {}.", lambda w: w[-1],
-                "What is the last word | Give the last word | Name the last word | Which word comes last | "
-                "Tell me the last word | Write the last word of the list | Say the word that comes last | "
-                "Find the last word",
-                "Show me the last word | Print the last word of these | "
-                "Could you give me the word that comes last"),
-        _family("repeat", "copying", "words", "Twice: {}", lambda w: f"{w[0]} {w[0]}",
-                "Repeat the word twice | Say the word twice | Write the word two times | Give the word two times | "
-                "Repeat this word two times | Write this word twice | Say this word two times | "
-                "Give me the word twice",
-                "Please repeat the word two times | Print this word twice | Could you say the word twice"),
-        _family("reverse", "transforming", "words", "Reversed: {}", lambda w: " ".join(reversed(w)),
-                "Reverse the order of the words | Write the words in reverse order | Give the words in reverse | "
-                "List the words backwards | Say the words backwards | Reverse these words | "
-                "Put the words in reverse order | Write these words backwards",
-                "Please reverse the words | Print the words in reverse order | "
-                "Could you list these words backwards"),
+        _family("first", "selecting", "digits", "The first number is {}.", lambda d: d[0],
+                "What is the first number | Give the first number | Name the first number | "
+                "Which number comes first | Tell me the first number | Write the first number of the list | "
+                "Say the number that comes first | Show me the first number",
+                "Tell me the number that comes first | Write the first number | Name the first number of the list"),
+        _family("last", "selecting", "digits", "The last number is {}.", lambda d: d[-1],
+                "What is the last number | Give the last number | Name the last number | "
+                "Which number comes last | Tell me the last number | Write the last number of the list | "
+                "Say the number that comes last | Show me the last number",
+                "Tell me the number that comes last | Write the last number | Name the last number of the list"),
+        _family("repeat", "copying", "number", "Twice: {}", lambda n: f"{n[0]} {n[0]}",
+                "Repeat the number twice | Say the number twice | Write the number two times | "
+                "Give the number two times | Repeat this number two times | Write this number twice | "
+                "Say this number two times | Show me the number twice",
+                "Give this number twice | Repeat the number two times | Show me this number two times"),
+        _family("reverse", "transforming", "digits", "Reversed: {}", lambda d: " ".join(reversed(d)),
+                "Reverse the order of the numbers | Write the numbers in reverse order | "
+                "Give the numbers in reverse | List the numbers backwards | Say the numbers backwards | "
+                "Reverse these numbers | Write these numbers backwards | Show me the numbers in reverse order",
+                "Write these numbers in reverse order | Reverse the order of these numbers | "
+                "Give the numbers backwards"),
         _family("count", "counting", "words", "There are {} words.", lambda w: str(len(w)),
                 "How many words are there | Count the words | How many words does the list have | "
                 "Give the number of words | Tell me how many words there are | Count these words | "
                 "Say how many words you see | Write the number of words",
-                "Please count the words | How many words do you see here | "
-                "Could you tell me the number of words"),
-        _family("larger", "comparing", "numbers", "The larger number is {}.", lambda n: str(max(map(int, n))),
+                "Tell me the number of words | Say how many words there are | How many words do you see"),
+        _family("larger", "comparing", "pair", "The larger number is {}.", lambda n: str(max(map(int, n))),
                 "Which number is larger | Give the larger number | Name the larger number | "
                 "Which of the numbers is larger | Tell me the larger number | Write the larger of the numbers | "
-                "Say which number is larger | Find the larger number",
-                "Show me the larger number | Print the larger of these numbers | "
-                "Could you give me the number that is larger"),
-        _family("sort", "sorting", "numbers", "Sorted: {}", lambda n: " ".join(map(str, sorted(map(int, n)))),
+                "Say which number is larger | Show me the larger number",
+                "Tell me which number is larger | Name the larger of the numbers | Write the larger number"),
+        _family("smaller", "comparing", "pair", "The smaller number is {}.", lambda n: str(min(map(int, n))),
+                "Which number is smaller | Give the smaller number | Name the smaller number | "
+                "Which of the numbers is smaller | Tell me the smaller number | Write the smaller of the numbers | "
+                "Say which number is smaller | Show me the smaller number",
+                "Tell me which number is smaller | Name the smaller of the numbers | Write the smaller number"),
+        _family("sort", "sorting", "digits", "Sorted: {}", lambda d: " ".join(sorted(d)),
                 "Sort the numbers | Sort the numbers from smallest to largest | Put the numbers in order | "
                 "Order these numbers | Write the numbers in order | Give the numbers sorted | "
                 "Sort these numbers, smallest first | List the numbers in order",
-                "Please sort the numbers | Print these numbers in order | Could you put the numbers in order"),
-        _family("next", "arithmetic", "numbers", "The next number is {}.", lambda n: str(int(n[0]) + 1),
-                "What number comes after | Give the next number after | Name the number after | "
-                "Which number comes next after | Tell me the number after | Write the number that comes after | "
-                "Say the next number after | Find the number after",
-                "Show me the number after | Print the next number after | "
-                "Could you give me the number that comes after"),
+                "Sort these numbers | Put these numbers in order | Give the numbers in order"),
     )
 })
 """The instruction families, by name (read-only)."""
@@ -198,10 +195,24 @@ class TaskItems:
 
     @classmethod
     def from_text(
-        cls, text: str, *, min_count: int = 8, test_fraction: float = 0.2, seed: int = 0
+        cls,
+        text: str,
+        *,
+        tokenizer: Any = None,
+        min_count: int = 8,
+        test_fraction: float = 0.2,
+        seed: int = 0,
     ) -> TaskItems:
         """Words of 3 to 8 lower-case letters that occur at least ``min_count`` times in
         ``text``, shuffled with ``seed`` and cut into training and held-out words.
+
+        Args:
+            text: Where the words come from.
+            tokenizer: If given, keep only the words it encodes, after a space, as one
+                token (chapter 7 explains why).
+            min_count: How often a word must occur.
+            test_fraction: The share of words held out.
+            seed: Seeds the split.
 
         Raises:
             ValueError: Too few words for the split, or ``test_fraction`` out of range.
@@ -210,11 +221,15 @@ class TaskItems:
             raise ValueError(f"test_fraction={test_fraction!r} must be between 0 and 1")
         counts = collections.Counter(_WORD.findall(text))
         words = sorted(w for w, c in counts.items() if c >= min_count)
+        if tokenizer is not None:
+            words = [w for w in words if len(tokenizer.encode(" " + w)) == 1]
         random.Random(seed).shuffle(words)
         k = round(len(words) * test_fraction)
         if min(k, len(words) - k) < 8:
+            one_token = " (and are one token)" if tokenizer is not None else ""
             raise ValueError(
-                f"the text has {len(words)} words of 3 to 8 letters that occur at least {min_count} times; "
+                f"the text has {len(words)} words of 3 to 8 letters that occur at least {min_count} times"
+                f"{one_token}; "
                 "the tasks need at least 8 training and 8 held-out words: use a longer text or a lower min_count"
             )
         return cls(train_words=tuple(sorted(words[k:])), test_words=tuple(sorted(words[:k])))
@@ -226,22 +241,16 @@ def held_out_numbers(numbers: Sequence[int]) -> bool:
     return sum((i + 3) * n for i, n in enumerate(numbers)) % 5 == 0
 
 
-def _number_items(family: str, rng: random.Random, split: Split) -> list[int]:
+def _number_items(kind: str, rng: random.Random, split: Split) -> list[int]:
     while True:
-        if family == "sort":
+        if kind == "digits":
             numbers = rng.sample(range(10), rng.randint(3, 5))
-        elif family == "next":
-            numbers = [rng.randint(10, 98)]
-        else:
+        elif kind == "number":
+            numbers = [rng.randint(10, 99)]
+        else:  # a pair
             numbers = rng.sample(range(10, 100), 2)
         if held_out_numbers(numbers) == (split == "test"):
             return numbers
-
-
-def _word_items(family: str, rng: random.Random, words: Sequence[str]) -> list[str]:
-    if family == "repeat":
-        return [rng.choice(words)]
-    return rng.sample(words, rng.randint(2, 6))
 
 
 def make_tasks(
@@ -291,10 +300,10 @@ def make_tasks(
         choices = {"train": family.phrasings, "held_out": family.held_out_phrasings,
                    "all": family.phrasings + family.held_out_phrasings}[phrasings]
         for _ in range(n_per_family):
-            if family.kind == "numbers":
-                listed = [str(n) for n in _number_items(name, rng, split)]
+            if family.kind == "words":
+                listed = rng.sample(words, rng.randint(2, 6))
             else:
-                listed = _word_items(name, rng, words)
+                listed = [str(n) for n in _number_items(family.kind, rng, split)]
             records.append({"instruction": f"{rng.choice(choices)}: {' '.join(listed)}", "input": "",
                             "output": family.answer(listed), "family": name})
     rng.shuffle(records)
