@@ -94,15 +94,13 @@ def run_check(exercise: Exercise, answer: Any) -> str:
     return PASSED
 
 
-def check_exercise(name: str, answer: Any) -> str:
+def check_exercise(name: str, answer: Any) -> None:
     """Check the reader's answer to exercise ``name`` and print one line about it.
 
     A right answer prints ``<name>: passed``. The untouched stub prints that it is not
     attempted yet and shows the check passing on the reference solution. A wrong answer
-    raises ``AssertionError`` saying what differs.
-
-    Returns:
-        ``"passed"`` or ``"not attempted"``.
+    raises ``AssertionError`` saying what differs. (``run_check`` returns the status
+    instead of printing it.)
     """
     exercise = get_exercise(name)
     status = run_check(exercise, answer)
@@ -111,4 +109,3 @@ def check_exercise(name: str, answer: Any) -> str:
         print(f"{name}: not attempted yet — here is the check run on the reference solution: passed")
     else:
         print(f"{name}: passed")
-    return status
