@@ -15,7 +15,8 @@ __all__ = ["EXERCISES", "accumulate_gradients", "broadcast_shape"]
 
 
 # ---------------------------------------------------------------- reference solutions
-def broadcast_shape(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
+def broadcast_shape(a: tuple[int, ...],
+                    b: tuple[int, ...]) -> tuple[int, ...]:
     n = max(len(a), len(b))
     # rule 2: missing dimensions count as 1
     a = (1,) * (n - len(a)) + tuple(a)
@@ -23,18 +24,21 @@ def broadcast_shape(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
     result = []
     for dim, (size_a, size_b) in enumerate(zip(a, b)):  # rule 1
         if size_a != size_b and 1 not in (size_a, size_b):
-            raise ValueError(f"sizes {size_a}, {size_b} in dimension {dim}")
+            raise ValueError(
+                f"sizes {size_a}, {size_b} in dimension {dim}")
         result.append(size_b if size_a == 1 else size_a)  # rule 3
     return tuple(result)
 
 
-def accumulate_gradients(model: nn.Module, inputs: Tensor, targets: Tensor, micro_batch_size: int) -> None:
+def accumulate_gradients(model: nn.Module, inputs: Tensor,
+                         targets: Tensor, micro_batch_size: int) -> None:
     model.zero_grad()
     n = len(inputs)
     for start in range(0, n, micro_batch_size):
         rows = slice(start, start + micro_batch_size)
-        share = len(inputs[rows]) / n  # this micro-batch's share of the rows
-        (batch_loss(model, inputs[rows], targets[rows]) * share).backward()  # adds to .grad
+        share = len(inputs[rows]) / n  # this micro-batch's share
+        loss = batch_loss(model, inputs[rows], targets[rows])
+        (loss * share).backward()  # adds to .grad
 
 
 # ---------------------------------------------------------------- checks

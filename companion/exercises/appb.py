@@ -14,7 +14,8 @@ __all__ = ["EXERCISES", "adapter_state", "first_gradients"]
 
 
 # ---------------------------------------------------------------- reference solutions
-def first_gradients(layer: LoRALinear, x: Tensor) -> tuple[Tensor, Tensor]:
+def first_gradients(layer: LoRALinear, x: Tensor
+                    ) -> tuple[Tensor, Tensor]:
     layer.zero_grad(set_to_none=True)
     layer(x).square().mean().backward()
     assert layer.lora_A.grad is not None and layer.lora_B.grad is not None
@@ -22,7 +23,9 @@ def first_gradients(layer: LoRALinear, x: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def adapter_state(model: nn.Module) -> dict[str, Tensor]:
-    return {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
+    return {name: p.detach().clone()
+            for name, p in model.named_parameters()
+            if p.requires_grad}
 
 
 # ---------------------------------------------------------------- checks

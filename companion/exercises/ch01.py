@@ -43,9 +43,11 @@ def sentence_log_prob(sentence: list[str]) -> float:
     return log_prob
 
 
-def next_word_probabilities(words: list[str], context: tuple[str, str]) -> dict[str, float]:
+def next_word_probabilities(words: list[str], context: tuple[str, str]
+                            ) -> dict[str, float]:
     counts: collections.Counter[str] = collections.Counter()
-    for a, b, c in zip(words, words[1:], words[2:]):  # every three words in a row
+    # every three words in a row
+    for a, b, c in zip(words, words[1:], words[2:]):
         if (a, b) == context:
             counts[c] += 1
     total = sum(counts.values())

@@ -28,15 +28,17 @@ def alibi_bias(n_tokens: int, slope: float) -> Tensor:
     return -distance.abs() * slope  # int tensor * float: floats
 
 
-def pad_batch(sequences: list[list[int]], pad_id: int) -> tuple[Tensor, Tensor]:
+def pad_batch(sequences: list[list[int]], pad_id: int
+              ) -> tuple[Tensor, Tensor]:
     longest = max(len(s) for s in sequences)
     batch = torch.full((len(sequences), longest), pad_id)  # (B, L)
     for row, s in enumerate(sequences):
         batch[row, : len(s)] = torch.tensor(s)
     lengths = torch.tensor([len(s) for s in sequences])  # (B,)
     targets = batch[:, 1:].clone()  # (B, L - 1): shifted by one
-    # target t is token t + 1, which is padding from the sequence's length on
-    is_pad = torch.arange(1, longest) >= lengths.unsqueeze(1)  # (B, L - 1)
+    # target t is token t + 1: padding from the sequence's length on
+    positions = torch.arange(1, longest)  # (L - 1,)
+    is_pad = positions >= lengths.unsqueeze(1)  # (B, L - 1)
     targets[is_pad] = -100
     return batch[:, :-1], targets
 

@@ -29,14 +29,17 @@ def gpt_parameters(cfg: GPTConfig) -> int:
     return embeddings + cfg.n_layers * block + final_norm + head
 
 
-def layer_norm(x: Tensor, scale: Tensor, shift: Tensor, eps: float = 1e-5) -> Tensor:
+def layer_norm(x: Tensor, scale: Tensor, shift: Tensor,
+               eps: float = 1e-5) -> Tensor:
     mean = x.mean(dim=-1, keepdim=True)  # (..., 1)
-    var = ((x - mean) ** 2).mean(dim=-1, keepdim=True)  # (..., 1): divide by C
+    # (..., 1): the mean squared deviation, dividing by C
+    var = ((x - mean) ** 2).mean(dim=-1, keepdim=True)
     return scale * (x - mean) / torch.sqrt(var + eps) + shift  # (..., C)
 
 
 def gelu(x: Tensor) -> Tensor:
-    return 0.5 * x * (1 + torch.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))
+    inner = math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)
+    return 0.5 * x * (1 + torch.tanh(inner))
 
 
 # ---------------------------------------------------------------- checks

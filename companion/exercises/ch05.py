@@ -19,8 +19,9 @@ __all__ = ["EXERCISES", "adamw_step", "load_gpt2_by_hand", "top_p_filter"]
 
 
 # ---------------------------------------------------------------- reference solutions
-def adamw_step(w: Tensor, grad: Tensor, m: Tensor, v: Tensor, t: int, *,
-               lr: float, betas: tuple[float, float], eps: float, weight_decay: float) -> None:
+def adamw_step(w: Tensor, grad: Tensor, m: Tensor, v: Tensor, t: int,
+               *, lr: float, betas: tuple[float, float], eps: float,
+               weight_decay: float) -> None:
     beta1, beta2 = betas
     m.mul_(beta1).add_((1 - beta1) * grad)  # average of gradients
     v.mul_(beta2).add_((1 - beta2) * grad**2)  # of squared ones
@@ -29,7 +30,8 @@ def adamw_step(w: Tensor, grad: Tensor, m: Tensor, v: Tensor, t: int, *,
     w -= lr * (m_hat / (v_hat.sqrt() + eps) + weight_decay * w)
 
 
-def load_gpt2_by_hand(model: GPTModel, hf_state: dict[str, Tensor]) -> GPTModel:
+def load_gpt2_by_hand(model: GPTModel, hf_state: dict[str, Tensor]
+                      ) -> GPTModel:
     def get(name: str) -> Tensor:
         return hf_state["transformer." + name]
 
@@ -41,15 +43,19 @@ def load_gpt2_by_hand(model: GPTModel, hf_state: dict[str, Tensor]) -> GPTModel:
                 return get(f"h.{i}.{name}")
             att, ff = block.att, block.ff.layers
             w = hf_i("attn.c_attn.weight").t()  # (3C, C)
-            qkv = zip([att.W_query, att.W_key, att.W_value], w.chunk(3, dim=0), hf_i("attn.c_attn.bias").chunk(3))
+            qkv = zip([att.W_query, att.W_key, att.W_value],
+                      w.chunk(3, dim=0),
+                      hf_i("attn.c_attn.bias").chunk(3))
             for layer, part, b in qkv:
                 layer.weight.copy_(part)
                 layer.bias.copy_(b)
-            pairs = [(att.out_proj, "attn.c_proj"), (ff[0], "mlp.c_fc"), (ff[2], "mlp.c_proj")]
+            pairs = [(att.out_proj, "attn.c_proj"),
+                     (ff[0], "mlp.c_fc"), (ff[2], "mlp.c_proj")]
             for layer, name in pairs:  # Conv1D: transpose
                 layer.weight.copy_(hf_i(name + ".weight").t())
                 layer.bias.copy_(hf_i(name + ".bias"))
-            for norm, name in [(block.norm1, "ln_1"), (block.norm2, "ln_2")]:
+            for norm, name in [(block.norm1, "ln_1"),
+                               (block.norm2, "ln_2")]:
                 norm.scale.copy_(hf_i(name + ".weight"))
                 norm.shift.copy_(hf_i(name + ".bias"))
         model.final_norm.scale.copy_(get("ln_f.weight"))
@@ -58,11 +64,13 @@ def load_gpt2_by_hand(model: GPTModel, hf_state: dict[str, Tensor]) -> GPTModel:
 
 
 def top_p_filter(logits: Tensor, p: float) -> Tensor:
-    sorted_logits, order = torch.sort(logits, dim=-1, descending=True)  # (..., V)
+    # (..., V): most likely first, and where each came from
+    sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
     probs = torch.softmax(sorted_logits, dim=-1)  # (..., V)
-    before = probs.cumsum(dim=-1) - probs  # the mass of the tokens ahead of each
+    before = probs.cumsum(dim=-1) - probs  # the mass ahead of each
     drop_sorted = before >= p  # those ahead already reach p
-    drop = drop_sorted.scatter(-1, order, drop_sorted)  # back to vocabulary order
+    # back to vocabulary order
+    drop = drop_sorted.scatter(-1, order, drop_sorted)
     return logits.masked_fill(drop, float("-inf"))
 
 

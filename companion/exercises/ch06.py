@@ -23,7 +23,8 @@ class LastPositionTask:
         return F.cross_entropy(model(inputs)[:, -1], labels)
 
     @torch.no_grad()
-    def evaluate(self, model: nn.Module, loader: Iterable[Batch], max_batches: int | None) -> dict[str, float]:
+    def evaluate(self, model: nn.Module, loader: Iterable[Batch],
+                 max_batches: int | None) -> dict[str, float]:
         was_training = model.training
         model.eval()
         total = correct = count = 0.0
@@ -31,17 +32,20 @@ class LastPositionTask:
             if max_batches is not None and i >= max_batches:
                 break
             logits = model(inputs)[:, -1]  # (B, 2)
-            total += F.cross_entropy(logits, labels, reduction="sum").item()
+            total += F.cross_entropy(logits, labels,
+                                     reduction="sum").item()
             correct += int((logits.argmax(-1) == labels).sum())
             count += len(labels)
         model.train(was_training)
         return {"loss": total / count, "accuracy": correct / count}
 
 
-def caught_and_flagged(spam_prob: Tensor, labels: Tensor, threshold: float) -> tuple[int, int]:
+def caught_and_flagged(spam_prob: Tensor, labels: Tensor,
+                       threshold: float) -> tuple[int, int]:
     flagged = spam_prob > threshold  # (N,): what the filter moves away
     caught = int((flagged & (labels == 1)).sum())  # spam, rightly flagged
-    false_alarms = int((flagged & (labels == 0)).sum())  # ham, wrongly flagged
+    # ham, wrongly flagged
+    false_alarms = int((flagged & (labels == 0)).sum())
     return caught, false_alarms
 
 
