@@ -55,8 +55,8 @@ def check_n_windows(fn: Callable[[int, int, int], int]) -> None:
                 expected = _windows_by_hand(n, ctx, stride)
                 got = fn(n, ctx, stride)
                 assert got == expected, (
-                    f"n_tokens={n}, context_length={ctx}, stride={stride}: the dataset has {expected} windows, "
-                    f"you count {got} (a window needs context_length + 1 tokens: its last target too)")
+                    f"n_tokens={n}, context_length={ctx}, stride={stride}: the dataset has {expected} "
+                    f"window(s), you count {got} (a window needs context_length + 1 tokens: its last target too)")
 
 
 def check_alibi_bias(fn: Callable[[int, float], Tensor]) -> None:
