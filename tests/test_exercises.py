@@ -520,3 +520,39 @@ def test_results_are_one_line_each() -> None:
     assert Result("x", "failed", "a\n  b\n").line() == "x: failed — a b"
     assert Result("x", "passed").line() == "x: passed"
 
+
+
+# ----------------------------------------------------------------------------- the notebooks
+BOOK = Path(__file__).resolve().parents[1] / "book"
+NOTEBOOKS = {"ch01": "ch01_understanding_llms", "ch02": "ch02_working_with_text", "ch03": "ch03_attention",
+             "ch04": "ch04_gpt_model", "ch05": "ch05_pretraining", "ch06": "ch06_finetune_classification",
+             "appa": "appendix_a_pytorch", "appb": "appendix_lora"}
+
+
+def _defined_names(source: str) -> set[str]:
+    import ast
+
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:  # a cell with IPython magic (%pip) defines nothing we look for
+        return set()
+    return {node.name for node in tree.body if isinstance(node, (ast.FunctionDef, ast.ClassDef))}
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_each_notebook_checks_every_exercise_on_an_untouched_stub(chapter: str) -> None:
+    import re
+
+    notebook = json.loads((BOOK / f"{NOTEBOOKS[chapter]}.ipynb").read_text(encoding="utf-8"))
+    code = ["".join(c["source"]) for c in notebook["cells"] if c["cell_type"] == "code"]
+    checked = [m.groups() for src in code for m in re.finditer(r'check_exercise\("([\w-]+)", (\w+)\)', src)]
+    exercises = chapter_exercises(chapter)
+    assert [name for name, _ in checked] == list(exercises), "one check cell per exercise, in the book's order"
+    for name, answer in checked:
+        assert answer == exercises[name].answer
+        # the last definition of the answer before its check is the stub
+        defining = [src for src in code if answer in _defined_names(src)]
+        assert defining, f"{name}: no cell defines {answer}"
+        assert "raise NotImplementedError" in defining[-1], f"{name}: the last {answer} is not the stub"
+        for src in code:  # no cell imports the reference under the reader's name
+            assert f"import {answer}\n" not in src and f"import {answer})" not in src, src
