@@ -11,7 +11,8 @@ describe every option. Examples::
     companion finetune-instructions --out runs/assistant    # chapter 7: follow instructions
     companion finetune-classifier --out runs/spam          # chapter 6: a spam classifier
     companion chat                                         # talk to the chapter 7 model
-    companion chat --prompt "Name the bigger number." --input "37 52"  # one answer
+    companion chat --prompt "Which number is larger: 37 52"  # one answer, for scripts
+    companion check ch05 my_notebook.ipynb                 # run chapter 5's exercise checks on your answers
 
 Errors in the input (a missing checkpoint, a bad number, an unknown name) print one
 line starting with ``companion: error:`` and exit with status 2.
@@ -320,6 +321,19 @@ def build_parser() -> argparse.ArgumentParser:
                     help="continue from the checkpoint in --out if there is one (default); "
                          "--no-resume starts afresh and overwrites it")
     fc.add_argument("--quiet", action="store_true", help="print only the summary (no progress)")
+
+    # ----------------------------------------------------------------- check
+    ch = commands.add_parser(
+        "check",
+        help="check your answers to a chapter's exercises",
+        description=(
+            "Run your notebook (every cell, in a fresh kernel, going on past errors) or your .py file, "
+            "then run the chapter's exercise checks on the functions it defines. Prints one line per "
+            "exercise: passed, failed with the reason, or not attempted. Exits with 1 if any failed."
+        ),
+    )
+    ch.add_argument("chapter", metavar="CHAPTER", help="ch01 ... ch06, appa (Appendix A) or appb (Appendix B)")
+    ch.add_argument("file", type=Path, metavar="FILE", help="your notebook (.ipynb) or Python file (.py)")
     return parser
 
 
@@ -611,6 +625,16 @@ def _finetune_classifier(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check(args: argparse.Namespace) -> int:
+    from companion.exercises.core import FAILED
+    from companion.exercises.runner import check_file
+
+    results = check_file(args.chapter, args.file)
+    for result in results:
+        print(result.line())
+    return 1 if any(r.status == FAILED for r in results) else 0
+
+
 def _silent(*args: Any, **kwargs: Any) -> None:
     """``print`` for the processes other than rank 0."""
 
@@ -641,6 +665,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _finetune_classifier(args)
         if args.command == "chat":
             return _chat(args)
+        if args.command == "check":
+            return _check(args)
         return _generate(args)
     except SystemExit as exit_:  # --help (0)
         return int(exit_.code or 0)

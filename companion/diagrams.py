@@ -21,9 +21,12 @@ from companion.plots import DRAWING_WIDTH_INCHES, INK, MIN_FONT_SIZE
 
 __all__ = [
     "Box",
+    "attention_qkv",
     "course_plan",
+    "ddp_all_reduce",
     "draw",
     "gpt_architecture",
+    "multihead_split_merge",
     "rnn_versus_attention",
     "text_pipeline",
     "training_loop",
@@ -357,4 +360,52 @@ def training_loop() -> Figure:
         Box("eval", 0.9, 0, "every N steps:\nvalidation loss,\nsample text", "result", 1.8, 0.8),
     ]
     arrows = [("batch", "fwd"), ("fwd", "loss"), ("loss", "bwd"), ("bwd", "upd"), ("upd", "eval"), ("eval", "batch")]
+    return draw(boxes, arrows)
+
+
+def attention_qkv() -> Figure:
+    """Self-attention with trainable weights: queries, keys, values, then weights (chapter 3)."""
+    boxes = [
+        Box("x", 3.1, 3.3, "input vectors X  (T, d_in): one row per token", "data", 4.6, 0.4),
+        Box("q", 0.95, 2.35, "queries Q = X W_q\n(T, d_out)\nwhat it seeks", "model", 1.9, 0.8),
+        Box("k", 3.1, 2.35, "keys K = X W_k\n(T, d_out)\nwhat it offers", "model", 1.9, 0.8),
+        Box("v", 5.25, 2.35, "values V = X W_v\n(T, d_out)\nwhat it passes on", "model", 1.9, 0.8),
+        Box("scores", 2.0, 1.2, "scores Q Kᵀ / √d_out\n(T, T): query row, key column", "step", 3.0, 0.6),
+        Box("weights", 2.0, 0.0, "softmax over each row\n(causal: future scores −∞)\nweights (T, T), rows sum to 1",
+            "step", 3.0, 0.8),
+        Box("out", 5.25, 0.0, "context vectors\nweights @ V\n(T, d_out)", "result", 1.9, 0.8),
+    ]
+    arrows = [("x", "q"), ("x", "k"), ("x", "v"), ("q", "scores"), ("k", "scores"), ("scores", "weights"),
+              ("weights", "out"), ("v", "out")]
+    return draw(boxes, arrows)
+
+
+def multihead_split_merge() -> Figure:
+    """How multi-head attention splits C features into H heads and merges them back (chapter 3)."""
+    boxes = [
+        Box("x", 0, 0, "queries, keys or values (B, T, C)", "data", 4.4, 0.4),
+        Box("view", 0, 0.85, "view: cut each token's C features\ninto H slices of D = C / H  →  (B, T, H, D)",
+            "step", 4.4, 0.6),
+        Box("split", 0, 1.8, "transpose(1, 2): heads before tokens  →  (B, H, T, D)", "step", 4.4, 0.4),
+        Box("att", 0, 2.65, "attention in every head at once, one batched\nmatrix product  →  (B, H, T, D)",
+            "model", 4.4, 0.6),
+        Box("merge", 0, 3.6, "transpose(1, 2), then view (B, T, H · D):\nthe heads' outputs side by side  →  (B, T, C)",
+            "step", 4.4, 0.6),
+        Box("proj", 0, 4.5, "out_proj (C → C) mixes the heads  →  (B, T, C)", "result", 4.4, 0.4),
+    ]
+    arrows = [("x", "view"), ("view", "split"), ("split", "att"), ("att", "merge"), ("merge", "proj")]
+    return draw(boxes, arrows)
+
+
+def ddp_all_reduce() -> Figure:
+    """One step of data-parallel training on two processes (appendix A)."""
+    boxes = [
+        Box("batch", 3.1, 2.9, "a batch of 8 sequences", "data", 2.6, 0.4),
+        Box("p0", 1.25, 1.95, "process 0: rows 0–3\nforward, backward → g₀", "model", 2.5, 0.6),
+        Box("p1", 4.95, 1.95, "process 1: rows 4–7\nforward, backward → g₁", "model", 2.5, 0.6),
+        Box("ar", 3.1, 0.95, "all-reduce: both processes\nreceive (g₀ + g₁) / 2", "step", 2.8, 0.6),
+        Box("s0", 1.25, 0.0, "process 0: optimizer step\n(its copy of the model)", "result", 2.5, 0.6),
+        Box("s1", 4.95, 0.0, "process 1: optimizer step\n(the same weights)", "result", 2.5, 0.6),
+    ]
+    arrows = [("batch", "p0"), ("batch", "p1"), ("p0", "ar"), ("p1", "ar"), ("ar", "s0"), ("ar", "s1")]
     return draw(boxes, arrows)

@@ -289,7 +289,9 @@ def _heatmap_matrix(weights: Any, n_labels: int) -> Any:
 
 
 def _shown_labels(labels: Sequence[str]) -> list[str]:
-    return [label.replace(" ", "·").replace("\n", "↵") for label in labels]
+    # a line break shows as Python writes it, \n: an arrow such as ↵ turned on its side
+    # with the x-axis labels reads as ↓
+    return [label.replace(" ", "·").replace("\n", "\\n") for label in labels]
 
 
 def _thin_tick_labels(fig: Figure, ax: Axes, shown: Sequence[str], *, y_labels: bool = True) -> None:

@@ -301,7 +301,7 @@ def test_attention_heatmap_checks_shape_and_labels_every_token_that_fits() -> No
     fig = plots.attention_heatmap(torch.eye(3), ["a", "b", "c"])
     assert fig.axes[0].images[0].get_array().shape == (3, 3)
     fig = plots.attention_heatmap(_weights(15), LINE)
-    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == [s.replace(" ", "·").replace("\n", "↵")
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == [s.replace(" ", "·").replace("\n", "\\n")
                                                                       for s in LINE]
     crowded = plots.attention_heatmap(_weights(40), [f"t{i}" for i in range(40)])
     rows = [int(t.get_text()[1:]) for t in crowded.axes[0].get_yticklabels()]
