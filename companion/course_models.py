@@ -595,6 +595,16 @@ SHIPPED: Mapping[str, ShippedModel] = MappingProxyType(
                 "tokenizer.json": "c45c68c5264c46d909bf97170515dfba20e35de302e7a129908d86514f2c6941",
             },
         ),
+        # companion.finetune.task_model.RECIPES["shakespeare-tasks"] (chapter 7)
+        "shakespeare-tasks": ShippedModel(
+            recipe_key="61cf994497d7617a",
+            sha256={
+                "checkpoint.json": "0cf85c77640c89ff1b2e3fa24f7334e7724f24931e3d2132d4741171fb1553b5",
+                "config.json": "012547885f62c88006bdbd6200dada01af199aedbe486afa5850d0c850dd2e48",
+                "model.safetensors": "b6646f71128a4a7fc42c20555205affa3ca9fcc1ac038c7dfb3bf51c4e7850c5",
+                "tokenizer.json": "c45c68c5264c46d909bf97170515dfba20e35de302e7a129908d86514f2c6941",
+            },
+        ),
     }
 )
 """Course models whose weights ship in ``SHIPPED_DIR``, by name (read-only)."""

@@ -157,7 +157,9 @@ def test_end_of_input_leaves_the_loop(tokenizer: BPETokenizer) -> None:
 def slow_checkpoint(tokenizer: BPETokenizer, folder: Path, *, style: str | None = "compact") -> GPTModel:
     """A model whose greedy answers never end (no <|endoftext|>) and take seconds to write."""
     for seed in range(20):
-        model = tiny_model(tokenizer, context=1024, width=128, seed=seed)
+        torch.manual_seed(seed)
+        config = GPTConfig(vocab_size=tokenizer.n_vocab, context_length=1024, emb_dim=384, n_heads=4, n_layers=6)
+        model = GPTModel(config).eval()
         prompt = tokenizer.encode("### Instruction:\nhello\n\n### Response:\n")
         new = generate(model, torch.tensor([prompt]), 300)[0, len(prompt):].tolist()
         if tokenizer.eot_token not in new:
@@ -178,10 +180,10 @@ def test_chat_command_in_a_terminal(tokenizer: BPETokenizer, tmp_path: Path) -> 
     pexpect = pytest.importorskip("pexpect")
     slow_checkpoint(tokenizer, tmp_path / "ckpt")
     child = pexpect.spawn(sys.executable, ["-m", "companion", "chat", "--model", str(tmp_path / "ckpt"),
-                                           "--max-tokens", "900"],
+                                           "--max-tokens", "1000"],
                           env=companion_env(), encoding="utf-8", timeout=60)
     try:
-        child.expect("the compact template; temperature 0 \\(greedy\\), top_k off, max_tokens 900")
+        child.expect("the compact template; temperature 0 \\(greedy\\), top_k off, max_tokens 1000")
         child.expect("you> ")
         child.sendline("/temperature 0.5")
         child.expect("temperature 0.5 \\(sampling\\)")
@@ -190,8 +192,7 @@ def test_chat_command_in_a_terminal(tokenizer: BPETokenizer, tmp_path: Path) -> 
         child.expect("settings reset")
         child.expect("you> ")
         child.sendline("hello")
-        child.expect("model> ")
-        child.expect(".{20}")  # the answer has started streaming
+        child.expect("model> ")  # the answer (about 1,000 tokens, seconds) is being written
         child.sendintr()  # Ctrl-C in the middle of the answer
         child.expect(" \\[stopped\\]")
         child.expect("you> ")  # still running

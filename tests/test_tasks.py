@@ -7,6 +7,7 @@ import pytest
 from companion.finetune.task_model import RECIPES, TaskRecipe
 from companion.finetune.tasks import (
     FAMILIES,
+    LEADS,
     TaskItems,
     check_answer,
     copy_baseline,
@@ -17,6 +18,7 @@ from companion.finetune.tasks import (
     lookup_baseline,
     make_tasks,
     per_family,
+    strip_lead,
 )
 from companion.train import TrainOptions
 
@@ -67,7 +69,7 @@ def test_training_records_use_training_words_and_phrasings(items: TaskItems) -> 
     for r in records:
         family = FAMILIES[r["family"]]
         phrasing, _, listed = r["instruction"].rpartition(": ")
-        assert phrasing in family.phrasings and r["input"] == ""
+        assert strip_lead(phrasing) in family.phrasings and r["input"] == ""
         assert listed.split() == items_of(r) and r["output"] == family.answer(listed.split())
         if family.kind == "words":
             assert set(listed.split()) <= train_words
@@ -207,3 +209,14 @@ def test_items_can_keep_only_single_token_words() -> None:
         assert len(tokenizer.encode(" " + word)) == 1
     every = TaskItems.from_text(TEXT, min_count=5, test_fraction=0.5)
     assert len(kept.train_words) + len(kept.test_words) < len(every.train_words) + len(every.test_words)
+
+
+def test_training_instructions_sometimes_open_with_a_lead(items: TaskItems) -> None:
+    records = make_tasks(items, 100, seed=2)
+    leads = [lead for lead in LEADS if lead]
+    opened = [r for r in records if any(r["instruction"].startswith(lead) for lead in leads)]
+    assert 0.4 < len(opened) / len(records) < 0.8
+    assert strip_lead("Now, sort the numbers") == "Sort the numbers"
+    assert strip_lead("Sort the numbers") == "Sort the numbers"
+    test = make_tasks(items, 50, split="test", seed=2)
+    assert not any(r["instruction"].startswith(lead) for r in test for lead in leads)

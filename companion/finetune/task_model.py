@@ -39,7 +39,7 @@ from companion.train import TrainOptions, train
 
 __all__ = ["RECIPES", "TASKS_FORMAT", "TaskRecipe", "task_items"]
 
-TASKS_FORMAT = 1
+TASKS_FORMAT = 3
 """Part of every task recipe's cache key: bump it when a change to the task generator or
 the fine-tuning code changes what a recipe produces."""
 
@@ -73,8 +73,9 @@ class TaskRecipe:
         batch_size: Examples per step; the prompt is masked from the loss.
         options: The training options (the run-only ones, such as ``progress``, are not
             part of the recipe).
-        test_per_family: Test examples per family (held-out words and numbers, held-out
-            phrasings) measured after training and recorded in ``info``.
+        test_per_family: Test examples per family measured after training and recorded in
+            ``info``: on held-out items with held-out phrasings (``held_out_accuracy``), and
+            on held-out items with the training phrasings (``held_out_items_accuracy``).
         description: One line for people.
     """
 
@@ -87,7 +88,7 @@ class TaskRecipe:
     style: str = "compact"
     batch_size: int = 16
     options: TrainOptions = field(default_factory=lambda: TrainOptions(
-        max_steps=5_000, lr=3e-3, min_lr=3e-4, warmup_steps=50, eval_every=500, seed=1))
+        max_steps=6_000, lr=3e-3, min_lr=3e-4, warmup_steps=50, eval_every=500, seed=1))
     test_per_family: int = 50
     description: str = ""
 
@@ -143,9 +144,12 @@ class TaskRecipe:
         history = train(model, train_loader, val_loader, self.options.replace(progress=progress))
         seconds = time.perf_counter() - started
         model.eval()
-        test = make_tasks(items, self.test_per_family, split="test", families=self.families,
-                          seed=self.data_seed + 2)
+        seed = self.data_seed + 2
+        test = make_tasks(items, self.test_per_family, split="test", families=self.families, seed=seed)
         result = evaluate_tasks(model, tokenizer, test, style=self.style)  # type: ignore[arg-type]
+        new_items = make_tasks(items, self.test_per_family, split="test", phrasings="train",
+                               families=self.families, seed=seed)
+        items_only = evaluate_tasks(model, tokenizer, new_items, style=self.style)  # type: ignore[arg-type]
         info = {
             "recipe": self.name,
             "recipe_key": self.cache_key(),
@@ -153,6 +157,8 @@ class TaskRecipe:
             "prompt_style": self.style,
             "held_out_accuracy": result.accuracy,
             "held_out_mean": result.mean,
+            "held_out_items_accuracy": items_only.accuracy,
+            "held_out_items_mean": items_only.mean,
             "val_loss": history.val_loss[-1] if history.val_loss else None,
             "train_seconds": seconds,
             "steps": history.steps[-1] if history.steps else 0,

@@ -32,6 +32,7 @@ Python version, so a seed names the same records everywhere.
 from __future__ import annotations
 
 import collections
+import hashlib
 import random
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -47,6 +48,7 @@ from companion.model import GPTModel
 
 __all__ = [
     "FAMILIES",
+    "LEADS",
     "TaskEvaluation",
     "TaskFamily",
     "TaskItems",
@@ -59,6 +61,7 @@ __all__ = [
     "lookup_baseline",
     "make_tasks",
     "per_family",
+    "strip_lead",
 ]
 
 Split = Literal["train", "test"]
@@ -80,7 +83,7 @@ class TaskFamily:
     Attributes:
         name: Short name (a key of ``FAMILIES``).
         skill: What answering takes, in a word.
-        kind: What the items are: ``"words"`` (two to six), ``"digits"`` (three to five
+        kind: What the items are: ``"words"`` (two to five), ``"digits"`` (three to five
             different digits), ``"number"`` (one number from 10 to 99) or ``"pair"`` (two
             different numbers from 10 to 99).
         template: The answer's sentence, ``{}`` where the result goes.
@@ -236,9 +239,14 @@ class TaskItems:
 
 
 def held_out_numbers(numbers: Sequence[int]) -> bool:
-    """Whether a list of numbers belongs to the test: a fixed rule on the list, true for
-    about one list in five, so a held-out pair or list is never seen in fine-tuning."""
-    return sum((i + 3) * n for i, n in enumerate(numbers)) % 5 == 0
+    """Whether a number, pair or list belongs to the test: a fixed rule, true for about one
+    in five of them, so a held-out number, pair or list is never seen in fine-tuning.
+
+    The rule hashes the numbers (SHA-256 of their text), so that the held-out numbers share
+    no digit pattern: a rule on the last digit would hide whole digits from fine-tuning.
+    """
+    digest = hashlib.sha256(" ".join(map(str, numbers)).encode()).digest()
+    return digest[0] % 5 == 0
 
 
 def _number_items(kind: str, rng: random.Random, split: Split) -> list[int]:
@@ -251,6 +259,25 @@ def _number_items(kind: str, rng: random.Random, split: Split) -> list[int]:
             numbers = rng.sample(range(10, 100), 2)
         if held_out_numbers(numbers) == (split == "test"):
             return numbers
+
+
+LEADS: tuple[str, ...] = ("", "", "", "Please, ", "Now, ", "Okay, ", "Next, ", "Quick question: ")
+"""Words that may open a training instruction ("" most often): they vary the wording without
+changing the task, so that the model learns to look for the words that matter. Test
+instructions have none."""
+
+
+def _with_lead(phrasing: str, lead: str) -> str:
+    return lead + phrasing[0].lower() + phrasing[1:] if lead else phrasing
+
+
+def strip_lead(phrasing: str) -> str:
+    """A training phrasing without its lead (``"Now, sort the numbers"`` -> ``"Sort the numbers"``)."""
+    for lead in LEADS:
+        if lead and phrasing.startswith(lead):
+            rest = phrasing[len(lead):]
+            return rest[0].upper() + rest[1:]
+    return phrasing
 
 
 def make_tasks(
@@ -268,7 +295,8 @@ def make_tasks(
         items: The words to use.
         n_per_family: Records per family.
         split: ``"train"``: training words and numbers; ``"test"``: held-out ones only.
-        phrasings: Which instructions: ``"train"`` (the training phrasings),
+        phrasings: Which instructions: ``"train"`` (the training phrasings, in the training
+            split opened by one of ``LEADS``),
             ``"held_out"`` (only phrasings never used in training) or ``"all"``.
             Default: ``"train"`` for the training split, ``"held_out"`` for the test.
         families: Names of ``FAMILIES`` to include (default: all).
@@ -300,11 +328,14 @@ def make_tasks(
         choices = {"train": family.phrasings, "held_out": family.held_out_phrasings,
                    "all": family.phrasings + family.held_out_phrasings}[phrasings]
         for _ in range(n_per_family):
+            phrasing = rng.choice(choices)
+            if split == "train":
+                phrasing = _with_lead(phrasing, rng.choice(LEADS))
             if family.kind == "words":
-                listed = rng.sample(words, rng.randint(2, 6))
+                listed = rng.sample(words, rng.randint(2, 5))
             else:
                 listed = [str(n) for n in _number_items(family.kind, rng, split)]
-            records.append({"instruction": f"{rng.choice(choices)}: {' '.join(listed)}", "input": "",
+            records.append({"instruction": f"{phrasing}: {' '.join(listed)}", "input": "",
                             "output": family.answer(listed), "family": name})
     rng.shuffle(records)
     return records
