@@ -29,6 +29,7 @@ from companion.exercises import (
     ch04,
     ch05,
     ch06,
+    ch07,
     chapter_exercises,
     check_exercise,
     get_exercise,
@@ -36,7 +37,7 @@ from companion.exercises import (
 )
 from companion.exercises.runner import check_file
 
-CHAPTERS = ["ch01", "ch02", "ch03", "ch04", "ch05", "ch06", "appa", "appb"]
+CHAPTERS = ["ch01", "ch02", "ch03", "ch04", "ch05", "ch06", "ch07", "appa", "appb"]
 ALL = [name for chapter in CHAPTERS for name in chapter_exercises(chapter)]
 
 
@@ -379,6 +380,55 @@ def test_ch06_threshold_rejects_an_inclusive_threshold_and_swapped_counts() -> N
     rejects("ch06-threshold", lambda p, y, t: ch06.caught_and_flagged(p, y, t)[::-1], "threshold 0.5")
 
 
+# ----------------------------------------------------------------------------- chapter 7
+def test_ch07_rouge_n_rejects_sets_instead_of_counts_and_a_wrong_tokenization() -> None:
+    import re
+
+    def grams(text: str, n: int, split: Any) -> list[tuple[str, ...]]:
+        w = split(text)
+        return [tuple(w[i:i + n]) for i in range(len(w) - n + 1)]
+
+    def as_sets(answer: str, reference: str, n: int) -> float:  # each n-gram counted once
+        a = set(grams(answer, n, lambda t: re.findall(r"[a-z0-9]+", t.lower())))
+        r = set(grams(reference, n, lambda t: re.findall(r"[a-z0-9]+", t.lower())))
+        if not a & r:
+            return 0.0
+        p, q = len(a & r) / len(a), len(a & r) / len(r)
+        return 2 * p * q / (p + q)
+
+    rejects("ch07-rouge-n", as_sets, "counts once (the smaller count)")
+
+    def split_on_spaces(answer: str, reference: str, n: int) -> float:
+        a = collections.Counter(grams(answer, n, str.split))
+        r = collections.Counter(grams(reference, n, str.split))
+        common = sum((a & r).values())
+        if not common:
+            return 0.0
+        p, q = common / sum(a.values()), common / sum(r.values())
+        return 2 * p * q / (p + q)
+
+    rejects("ch07-rouge-n", split_on_spaces, "case and punctuation")
+
+
+def test_ch07_nearest_rejects_comparing_instructions_only_and_returning_the_prompt() -> None:
+    from companion.finetune.instruction import format_prompt
+    from companion.metrics import token_f1
+
+    def instruction_only(record: dict, train: list) -> str:
+        return max(train, key=lambda t: token_f1(t["instruction"], record["instruction"]).fmeasure)["output"]
+
+    rejects("ch07-nearest", instruction_only, "the input decides")
+
+    def the_prompt(record: dict, train: list) -> str:
+        prompt = format_prompt(record, "compact")
+        best = max(train, key=lambda t: token_f1(format_prompt(t, "compact"), prompt).fmeasure)
+        return format_prompt(best, "compact")
+
+    rejects("ch07-nearest", the_prompt, "should answer 'Paris.'")
+    assert ch07.nearest_answer({"instruction": "Give a synonym for glad.", "input": ""},
+                               [{"instruction": "Give a synonym for happy.", "input": "", "output": "Glad."}]) == "Glad."
+
+
 # ----------------------------------------------------------------------------- appendix A
 def test_appa_broadcast_rejects_lining_up_from_the_left() -> None:
     def from_the_left(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
@@ -525,6 +575,7 @@ def test_results_are_one_line_each() -> None:
 BOOK = Path(__file__).resolve().parents[1] / "book"
 NOTEBOOKS = {"ch01": "ch01_understanding_llms", "ch02": "ch02_working_with_text", "ch03": "ch03_attention",
              "ch04": "ch04_gpt_model", "ch05": "ch05_pretraining", "ch06": "ch06_finetune_classification",
+             "ch07": "ch07_finetune_instructions",
              "appa": "appendix_a_pytorch", "appb": "appendix_lora"}
 
 
