@@ -220,9 +220,9 @@ def run_chat(
             except ValueError as err:
                 out(f"error: {err}\n")
             continue
-        out("model> ")
         message, _, text = line.partition(" | ")
         try:
+            out("model> ")
             started = False
             for piece in chat.reply(message.strip(), text.strip()):
                 if not started:  # the template's newline: the answer starts after it

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -179,9 +180,12 @@ def companion_env() -> dict[str, str]:
 def test_chat_command_in_a_terminal(tokenizer: BPETokenizer, tmp_path: Path) -> None:
     pexpect = pytest.importorskip("pexpect")
     slow_checkpoint(tokenizer, tmp_path / "ckpt")
+    # a shell that starts a job in the background makes it ignore SIGINT, and a Python started
+    # with SIGINT ignored has no KeyboardInterrupt: give the chat the terminal's usual Ctrl-C
     child = pexpect.spawn(sys.executable, ["-m", "companion", "chat", "--model", str(tmp_path / "ckpt"),
                                            "--max-tokens", "1000"],
-                          env=companion_env(), encoding="utf-8", timeout=60)
+                          env=companion_env(), encoding="utf-8", timeout=60,
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         child.expect("the compact template; temperature 0 \\(greedy\\), top_k off, max_tokens 1000")
         child.expect("you> ")
