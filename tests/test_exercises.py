@@ -83,7 +83,7 @@ def test_the_stub_is_not_attempted(name: str, capsys: pytest.CaptureFixture[str]
     assert run_check(get_exercise(name), stub) == NOT_ATTEMPTED
     check_exercise(name, stub)
     assert capsys.readouterr().out == (
-        f"{name}: not attempted yet — here is the check run on the reference solution: passed\n")
+        f"{name}: not attempted yet.\n  (The check, run on the reference solution instead: passed.)\n")
 
 
 def test_unknown_names_are_refused() -> None:

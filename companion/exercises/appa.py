@@ -31,7 +31,8 @@ def broadcast_shape(a: tuple[int, ...],
 
 
 def accumulate_gradients(model: nn.Module, inputs: Tensor,
-                         targets: Tensor, micro_batch_size: int) -> None:
+                         targets: Tensor,
+                         micro_batch_size: int) -> None:
     model.zero_grad()
     n = len(inputs)
     for start in range(0, n, micro_batch_size):

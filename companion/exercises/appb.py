@@ -18,7 +18,8 @@ def first_gradients(layer: LoRALinear, x: Tensor
                     ) -> tuple[Tensor, Tensor]:
     layer.zero_grad(set_to_none=True)
     layer(x).square().mean().backward()
-    assert layer.lora_A.grad is not None and layer.lora_B.grad is not None
+    assert layer.lora_A.grad is not None
+    assert layer.lora_B.grad is not None
     return layer.lora_A.grad.clone(), layer.lora_B.grad.clone()
 
 

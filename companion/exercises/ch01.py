@@ -33,7 +33,8 @@ def _followers() -> dict[str, collections.Counter[str]]:
 
 # ---------------------------------------------------------------- reference solutions
 def sentence_log_prob(sentence: list[str]) -> float:
-    followers = _followers()  # in the notebook: the chapter's `followers`
+    # in the notebook: the chapter's `followers`
+    followers = _followers()
     log_prob = 0.0
     for previous, word in zip(sentence, sentence[1:]):
         counts = followers[previous]
@@ -43,7 +44,8 @@ def sentence_log_prob(sentence: list[str]) -> float:
     return log_prob
 
 
-def next_word_probabilities(words: list[str], context: tuple[str, str]
+def next_word_probabilities(words: list[str],
+                            context: tuple[str, str]
                             ) -> dict[str, float]:
     counts: collections.Counter[str] = collections.Counter()
     # every three words in a row

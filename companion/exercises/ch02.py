@@ -13,7 +13,8 @@ __all__ = ["EXERCISES", "alibi_bias", "n_windows", "pad_batch"]
 
 
 # ---------------------------------------------------------------- reference solutions
-def n_windows(n_tokens: int, context_length: int, stride: int) -> int:
+def n_windows(n_tokens: int, context_length: int,
+              stride: int) -> int:
     # a window starting at s needs the tokens s .. s + context_length
     # (the last is its last target): the starts are 0, stride,
     # 2 * stride, ... up to n_tokens - context_length - 1

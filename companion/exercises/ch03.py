@@ -29,7 +29,8 @@ def padded_causal_mask(lengths: Tensor, T: int) -> Tensor:
 def split_heads(x: Tensor, num_heads: int) -> Tensor:
     B, T, C = x.shape
     head_dim = C // num_heads
-    x = x.view(B, T, num_heads, head_dim)  # (B, T, H, D): cut each vector
+    # (B, T, H, D): cut each vector
+    x = x.view(B, T, num_heads, head_dim)
     return x.transpose(1, 2)  # (B, H, T, D): heads before tokens
 
 

@@ -34,7 +34,8 @@ def layer_norm(x: Tensor, scale: Tensor, shift: Tensor,
     mean = x.mean(dim=-1, keepdim=True)  # (..., 1)
     # (..., 1): the mean squared deviation, dividing by C
     var = ((x - mean) ** 2).mean(dim=-1, keepdim=True)
-    return scale * (x - mean) / torch.sqrt(var + eps) + shift  # (..., C)
+    normed = (x - mean) / torch.sqrt(var + eps)  # (..., C)
+    return scale * normed + shift
 
 
 def gelu(x: Tensor) -> Tensor:

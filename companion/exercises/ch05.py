@@ -65,7 +65,8 @@ def load_gpt2_by_hand(model: GPTModel, hf_state: dict[str, Tensor]
 
 def top_p_filter(logits: Tensor, p: float) -> Tensor:
     # (..., V): most likely first, and where each came from
-    sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+    sorted_logits, order = torch.sort(logits, dim=-1,
+                                      descending=True)
     probs = torch.softmax(sorted_logits, dim=-1)  # (..., V)
     before = probs.cumsum(dim=-1) - probs  # the mass ahead of each
     drop_sorted = before >= p  # those ahead already reach p

@@ -42,8 +42,10 @@ class LastPositionTask:
 
 def caught_and_flagged(spam_prob: Tensor, labels: Tensor,
                        threshold: float) -> tuple[int, int]:
-    flagged = spam_prob > threshold  # (N,): what the filter moves away
-    caught = int((flagged & (labels == 1)).sum())  # spam, rightly flagged
+    # (N,): what the filter moves away
+    flagged = spam_prob > threshold
+    # spam, rightly flagged
+    caught = int((flagged & (labels == 1)).sum())
     # ham, wrongly flagged
     false_alarms = int((flagged & (labels == 0)).sum())
     return caught, false_alarms

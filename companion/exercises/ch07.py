@@ -34,7 +34,9 @@ def rouge_n(answer: str, reference: str, n: int) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
-def nearest_answer(record: Mapping[str, str], train_records: Sequence[Mapping[str, str]]) -> str:
+def nearest_answer(record: Mapping[str, str],
+                   train_records: Sequence[Mapping[str, str]]
+                   ) -> str:
     prompt = format_prompt(record, "compact")
     best = max(train_records, key=lambda t: token_f1(
         format_prompt(t, "compact"), prompt).fmeasure)

@@ -106,6 +106,6 @@ def check_exercise(name: str, answer: Any) -> None:
     status = run_check(exercise, answer)
     if status == NOT_ATTEMPTED:
         run_check(exercise, exercise.reference)
-        print(f"{name}: not attempted yet — here is the check run on the reference solution: passed")
+        print(f"{name}: not attempted yet.\n  (The check, run on the reference solution instead: passed.)")
     else:
         print(f"{name}: passed")

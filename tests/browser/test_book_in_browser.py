@@ -177,6 +177,7 @@ def test_page_renders_offline(browser, server: str, report: dict, path: str) -> 
             widgets: document.querySelectorAll('.jupyter-widgets.widget-container, .widget-vbox').length,
             sliders: document.querySelectorAll('.widget-slider, .widget-hslider').length,
             dropdowns: document.querySelectorAll('.widget-dropdown').length,
+            text_boxes: document.querySelectorAll('.widget-text input').length,
             widget_images: Array.from(document.querySelectorAll('.jupyter-widgets img')).map(i => i.naturalWidth),
             exercises: document.querySelectorAll('.exercise').length,
             solutions_hidden: document.querySelectorAll('details.solution, .solution.dropdown').length,
@@ -202,7 +203,8 @@ def test_page_renders_offline(browser, server: str, report: dict, path: str) -> 
         assert seen["math_typeset"] >= seen["math_source"], "MathJax did not typeset every formula"
     if seen["widget_views"]:
         assert seen["widgets"] >= seen["widget_views"], "a saved widget did not render"
-        assert seen["sliders"] + seen["dropdowns"] > 0, "widgets rendered without their controls"
+        controls = seen["sliders"] + seen["dropdowns"] + seen["text_boxes"]
+        assert controls > 0, "widgets rendered without their controls"
         assert all(w > 0 for w in seen["widget_images"]), "an image inside a widget did not load"
     assert dark_mode not in ("rgb(255, 255, 255)", "rgba(0, 0, 0, 0)"), "dark mode did not darken the page"
 
