@@ -34,6 +34,7 @@ from companion.exercises import (
     check_exercise,
     get_exercise,
     run_check,
+    show_solution,
 )
 from companion.exercises.runner import check_file
 
@@ -84,6 +85,39 @@ def test_the_stub_is_not_attempted(name: str, capsys: pytest.CaptureFixture[str]
     check_exercise(name, stub)
     assert capsys.readouterr().out == (
         f"{name}: not attempted yet.\n  (The check, run on the reference solution instead: passed.)\n")
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_show_solution_is_the_reference_the_check_runs(name: str) -> None:
+    # The solution drop-down shows what show_solution returns: it must be the code of the
+    # very function the check runs, executable on its own (given the module's imports).
+    solution = show_solution(name)
+    reference = get_exercise(name).reference
+    module = __import__(reference.__module__, fromlist=["_"])
+    namespace = {key: value for key, value in vars(module).items() if key != reference.__name__}
+    exec(compile(repr(solution), f"<solution {name}>", "exec"), namespace)
+    assert reference.__name__ in namespace
+    assert solution._repr_markdown_() == f"```python\n{solution!r}\n```"
+
+
+def test_every_solution_drop_down_shows_its_exercise() -> None:
+    # A notebook's solution cell names the exercise whose check cell precedes it.
+    book = Path(__file__).resolve().parents[1] / "book"
+    shown = []
+    for path in sorted(book.glob("*.ipynb")):
+        last_check = None
+        for cell in json.loads(path.read_text(encoding="utf-8"))["cells"]:
+            source = "".join(cell["source"])
+            assert "{literalinclude}" not in source, f"{path.name}: use show_solution()"
+            if cell["cell_type"] != "code":
+                continue
+            if source.startswith("show_solution("):
+                name = source.split('"')[1]
+                assert name == last_check, f"{path.name}: {name} shown after {last_check}'s check"
+                shown.append(name)
+            elif "check_exercise(" in source:
+                last_check = source.split("check_exercise(")[-1].split('"')[1]
+    assert sorted(shown) == sorted(ALL)
 
 
 def test_unknown_names_are_refused() -> None:

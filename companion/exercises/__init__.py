@@ -9,8 +9,8 @@ The check runs the reader's function. While it is still the stub, the check says
 runs itself on the reference solution instead, so that "Run all" passes before the reader
 has written a line; a wrong answer raises ``AssertionError`` with a message that says what
 differs. The reference solutions and the checks live here, one module per chapter
-(``ch01`` ... ``appb``), off the notebook's Run-all path; the book shows each solution
-from this source in its solution drop-down. ``python -m companion check ch05 notebook.ipynb``
+(``ch01`` ... ``appb``), off the notebook's Run-all path; each solution drop-down shows the
+reference's source with ``show_solution(name)``. ``python -m companion check ch05 notebook.ipynb``
 runs all of a chapter's checks on a reader's notebook or ``.py`` file.
 """
 
@@ -25,6 +25,7 @@ from companion.exercises.core import (
     check_exercise,
     get_exercise,
     run_check,
+    show_solution,
 )
 
 __all__ = [
@@ -36,4 +37,5 @@ __all__ = [
     "check_exercise",
     "get_exercise",
     "run_check",
+    "show_solution",
 ]

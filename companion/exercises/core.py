@@ -10,6 +10,7 @@ not; a stub that raises ``NotImplementedError`` counts as not attempted.
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +24,7 @@ __all__ = [
     "check_exercise",
     "get_exercise",
     "run_check",
+    "show_solution",
 ]
 
 PASSED = "passed"
@@ -109,3 +111,29 @@ def check_exercise(name: str, answer: Any) -> None:
         print(f"{name}: not attempted yet.\n  (The check, run on the reference solution instead: passed.)")
     else:
         print(f"{name}: passed")
+
+
+class SolutionSource:
+    """The source of a reference solution, shown by a notebook cell.
+
+    Jupyter and the HTML book render it as a highlighted Python block (its Markdown form);
+    its plain-text form, which ``nbval`` compares, is the source itself.
+    """
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def __repr__(self) -> str:
+        return self.source.rstrip("\n")
+
+    def _repr_markdown_(self) -> str:
+        return f"```python\n{self.source.rstrip()}\n```"
+
+
+def show_solution(name: str) -> SolutionSource:
+    """The reference solution of exercise ``name``, read from the installed package.
+
+    A chapter's solution drop-down calls this, so the solution shows the same code in
+    Jupyter, in Colab and in the HTML book, and it is always the code the check runs.
+    """
+    return SolutionSource(inspect.getsource(get_exercise(name).reference))
