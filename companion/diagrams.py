@@ -21,6 +21,7 @@ from companion.plots import DRAWING_WIDTH_INCHES, INK, MIN_FONT_SIZE
 
 __all__ = [
     "Box",
+    "alignment_methods",
     "attention_qkv",
     "course_plan",
     "ddp_all_reduce",
@@ -408,4 +409,25 @@ def ddp_all_reduce() -> Figure:
         Box("s1", 4.95, 0.0, "process 1: optimizer step\n(the same weights)", "result", 2.5, 0.6),
     ]
     arrows = [("batch", "p0"), ("batch", "p1"), ("p0", "ar"), ("p1", "ar"), ("ar", "s0"), ("ar", "s1")]
+    return draw(boxes, arrows)
+
+
+def alignment_methods() -> Figure:
+    """RLHF with a reward model and PPO, DPO, and GRPO with a checker: what each needs (chapter 8)."""
+    boxes = [
+        Box("rl_data", 0.85, 3.3, "preference\npairs", "data", 1.5, 0.6),
+        Box("rm", 2.55, 3.3, "train a\nreward model", "model", 1.5, 0.6),
+        Box("ppo", 4.45, 3.3, "PPO: sample, score,\nvalue model, KL", "step", 1.9, 0.6),
+        Box("rl_out", 6.05, 3.3, "aligned\nmodel", "result", 1.0, 0.6),
+        Box("dpo_data", 0.85, 1.9, "preference\npairs", "data", 1.5, 0.6),
+        Box("dpo", 3.5, 1.9, "DPO: a classification loss on\nlog-probability ratios to a\nfrozen reference",
+            "step", 3.2, 0.8),
+        Box("dpo_out", 6.05, 1.9, "aligned\nmodel", "result", 1.0, 0.6),
+        Box("grpo_data", 0.85, 0.5, "prompts and\na checker", "data", 1.5, 0.6),
+        Box("grpo", 3.5, 0.5, "GRPO: sample a group, reward\nby the checker, compare within\nthe group, KL",
+            "step", 3.2, 0.8),
+        Box("grpo_out", 6.05, 0.5, "aligned\nmodel", "result", 1.0, 0.6),
+    ]
+    arrows = [("rl_data", "rm"), ("rm", "ppo"), ("ppo", "rl_out"), ("dpo_data", "dpo"), ("dpo", "dpo_out"),
+              ("grpo_data", "grpo"), ("grpo", "grpo_out")]
     return draw(boxes, arrows)

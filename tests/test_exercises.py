@@ -30,6 +30,7 @@ from companion.exercises import (
     ch05,
     ch06,
     ch07,
+    ch08,
     chapter_exercises,
     check_exercise,
     get_exercise,
@@ -38,7 +39,7 @@ from companion.exercises import (
 )
 from companion.exercises.runner import check_file
 
-CHAPTERS = ["ch01", "ch02", "ch03", "ch04", "ch05", "ch06", "ch07", "appa", "appb"]
+CHAPTERS = ["ch01", "ch02", "ch03", "ch04", "ch05", "ch06", "ch07", "ch08", "appa", "appb"]
 ALL = [name for chapter in CHAPTERS for name in chapter_exercises(chapter)]
 
 
@@ -609,7 +610,7 @@ def test_results_are_one_line_each() -> None:
 BOOK = Path(__file__).resolve().parents[1] / "book"
 NOTEBOOKS = {"ch01": "ch01_understanding_llms", "ch02": "ch02_working_with_text", "ch03": "ch03_attention",
              "ch04": "ch04_gpt_model", "ch05": "ch05_pretraining", "ch06": "ch06_finetune_classification",
-             "ch07": "ch07_finetune_instructions",
+             "ch07": "ch07_finetune_instructions", "ch08": "ch08_alignment",
              "appa": "appendix_a_pytorch", "appb": "appendix_lora"}
 
 
@@ -640,3 +641,26 @@ def test_each_notebook_checks_every_exercise_on_an_untouched_stub(chapter: str) 
         assert "raise NotImplementedError" in defining[-1], f"{name}: the last {answer} is not the stub"
         for src in code:  # no cell imports the reference under the reader's name
             assert f"import {answer}\n" not in src and f"import {answer})" not in src, src
+
+
+def test_ch08_dpo_loss_rejects_the_usual_mistakes() -> None:
+    def naive(pc: Tensor, pr: Tensor, rc: Tensor, rr: Tensor, beta: float) -> Tensor:
+        return -torch.log(torch.sigmoid(beta * ((pc - rc) - (pr - rr)))).mean()
+
+    rejects("ch08-dpo-loss", naive, "F.logsigmoid")
+    rejects("ch08-dpo-loss", lambda pc, pr, rc, rr, beta: ch08.dpo_loss(pr, pc, rr, rc, beta), "rejected")
+    rejects("ch08-dpo-loss", lambda pc, pr, rc, rr, beta: ch08.dpo_loss(pc, pr, rc, rr, 1.0), "beta is missing")
+    rejects("ch08-dpo-loss", lambda pc, pr, rc, rr, beta: -F.logsigmoid(beta * (pc - pr)).mean(),
+            "reference is missing")
+
+
+def test_ch08_advantages_rejects_batch_normalisation_and_missing_eps() -> None:
+    rejects("ch08-advantages", lambda r: (r - r.mean()) / (r.std(correction=0) + 1e-4), "whole batch")
+    rejects("ch08-advantages", lambda r: r - r.mean(dim=1, keepdim=True), "standard deviation")
+    rejects("ch08-advantages",
+            lambda r: (r - r.mean(dim=1, keepdim=True)) / r.std(dim=1, correction=0, keepdim=True), "NaN")
+
+
+def test_ch08_kl_rejects_the_swapped_sign_and_the_plain_log_ratio() -> None:
+    rejects("ch08-kl", lambda logp, ref: ch08.kl_estimate(ref, logp), "wrong sign")
+    rejects("ch08-kl", lambda logp, ref: logp - ref, "never negative")

@@ -47,6 +47,7 @@ __all__ = [
     "DPOTask",
     "PreferenceDataset",
     "PreferencePair",
+    "answer_kl",
     "check_pair",
     "collate_pairs",
     "dpo_loss",
@@ -103,6 +104,19 @@ def sequence_log_probs(model: nn.Module, inputs: Tensor, targets: Tensor) -> Ten
         ``(B,)`` float: one log-probability per row (0 for a row with no response token).
     """
     return token_log_probs(model, inputs, targets).sum(dim=-1)  # (B,)
+
+
+def answer_kl(policy: nn.Module, reference: nn.Module, inputs: Tensor, targets: Tensor) -> Tensor:
+    """``log pi(y | x) - log pi_ref(y | x)`` of each row's answer, without gradients.
+
+    Averaged over answers *sampled from the policy*, this estimates the KL divergence
+    ``KL(pi || pi_ref)`` in nats per answer (chapter 8, "Training with DPO").
+
+    Returns:
+        ``(B,)`` float.
+    """
+    with eval_mode(policy), eval_mode(reference), torch.no_grad():
+        return sequence_log_probs(policy, inputs, targets) - sequence_log_probs(reference, inputs, targets)
 
 
 def dpo_loss(
