@@ -259,4 +259,5 @@ def add_option_flags(
 def options_from_args(args: argparse.Namespace, base: Any, names: Sequence[str], **changes: Any) -> Any:
     """``base.replace(...)`` with the fields ``names`` that the command line set (and ``changes``)."""
     given = {name: getattr(args, name) for name in names if hasattr(args, name)}
+    given = {name: tuple(value) if isinstance(value, list) else value for name, value in given.items()}  # nargs
     return base.replace(**{**given, **changes})
