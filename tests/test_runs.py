@@ -134,6 +134,19 @@ def test_the_pretraining_recipe_holds_its_training_options() -> None:
     assert "options" not in recipe.to_dict() and recipe.to_dict()["steps"] == 3_100  # the flat, keyed form
 
 
+def test_the_recipe_is_recorded_as_the_shipped_checkpoint_records_it() -> None:
+    """Same keys in the same order, same values: checkpoints written now read as before."""
+    import json
+
+    from companion.course_models import SHIPPED_DIR
+    from companion.runs.pretrain import RECIPES, Recipe
+
+    shipped = json.loads((SHIPPED_DIR / "shakespeare-small" / "checkpoint.json").read_text())["extra"]["recipe"]
+    recipe = RECIPES["shakespeare-small"]
+    assert json.dumps(recipe.to_dict()) == json.dumps(shipped)
+    assert Recipe.from_dict(shipped) == recipe
+
+
 # --------------------------------------------------------------------------- resume guard
 def test_the_resume_guard(tmp_path: Path) -> None:
     folder = tmp_path / "run"

@@ -73,6 +73,11 @@ _OPTION_FIELDS = {
 }
 """The recipe's training settings: their names in ``to_dict`` (and as keywords) → ``TrainOptions`` fields."""
 
+_DICT_ORDER = ("name", "config", "data", "val_fraction", "tokenizer", "batch_size", "steps", "lr", "min_lr",
+               "warmup_steps", "weight_decay", "betas", "grad_clip", "gpt2_init", "seed", "eval_every",
+               "eval_batches", "description")
+"""The keys of ``Recipe.to_dict``, in order (as checkpoints have always recorded them)."""
+
 
 # --------------------------------------------------------------------------- #
 # Recipes
@@ -193,8 +198,7 @@ class Recipe:
 
     def to_dict(self) -> dict[str, Any]:
         """The recipe as JSON data: flat (``"steps"``, ``"lr"``, ...), the config as ``GPTConfig.to_dict()``."""
-        data: dict[str, Any] = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "options"}
-        data.update({name: getattr(self.options, field) for name, field in _OPTION_FIELDS.items()})
+        data: dict[str, Any] = {name: getattr(self, name) for name in _DICT_ORDER}  # the order it always had
         data["config"] = self.config.to_dict()
         data["betas"] = list(self.betas)
         return data
