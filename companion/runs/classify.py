@@ -149,14 +149,9 @@ def add_command(commands: Any) -> argparse.ArgumentParser:
             "accuracy. The defaults are the chapter's settings for shakespeare-small."
         ),
     )
-    fc.add_argument("--out", required=True, type=Path, metavar="DIR",
-                    help="checkpoint folder to write (and to resume from)")
-    base = fc.add_mutually_exclusive_group()
-    base.add_argument("--model", default="shakespeare-small", metavar="NAME",
-                      help=f"the model to start from: a course model ({', '.join(RECIPES)}) or a GPT-2 preset "
-                           "whose weights are downloaded on first use (gpt2-small, ...); default shakespeare-small")
-    base.add_argument("--checkpoint", type=Path, metavar="DIR",
-                      help="start from a checkpoint folder instead (it must hold its tokenizer)")
+    flags.add_run_flags(fc, model_help=f"the model to start from: a course model ({', '.join(RECIPES)}) or a GPT-2 "
+                                       "preset whose weights are downloaded on first use (gpt2-small, ...); "
+                                       "default shakespeare-small")
     fc.add_argument("--data", type=Path, metavar="PATH",
                     help="a file in the collection's format (label<TAB>message per line; default: the course's copy)")
     fc.add_argument("--train-blocks", type=_blocks, default=None, metavar="N|all",

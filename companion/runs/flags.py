@@ -23,12 +23,14 @@ import re
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 __all__ = [
     "FLAG_NAMES",
     "UsageError",
     "add_option_flags",
+    "add_run_flags",
     "field_help",
     "float_in",
     "int_at_least",
@@ -261,3 +263,14 @@ def options_from_args(args: argparse.Namespace, base: Any, names: Sequence[str],
     given = {name: getattr(args, name) for name in names if hasattr(args, name)}
     given = {name: tuple(value) if isinstance(value, list) else value for name, value in given.items()}  # nargs
     return base.replace(**{**given, **changes})
+
+
+def add_run_flags(parser: argparse.ArgumentParser, *, model_help: str, default_model: str = "shakespeare-small") -> None:
+    """The flags every fine-tuning run has: ``--out DIR`` (its checkpoint folder) and the base
+    model, ``--model NAME`` or ``--checkpoint DIR`` (for ``companion.runs.base.load_base_model``)."""
+    parser.add_argument("--out", required=True, type=Path, metavar="DIR",
+                        help="checkpoint folder to write (and to resume from)")
+    base = parser.add_mutually_exclusive_group()
+    base.add_argument("--model", default=default_model, metavar="NAME", help=model_help)
+    base.add_argument("--checkpoint", type=Path, metavar="DIR",
+                      help="start from a checkpoint folder instead (it must hold its tokenizer)")

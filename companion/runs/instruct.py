@@ -10,7 +10,6 @@ test instructions answered before and after fine-tuning.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 import companion.train as training
@@ -48,13 +47,7 @@ def add_command(commands: Any) -> argparse.ArgumentParser:
             "do not fit the model's context are dropped (or truncated with --too-long truncate)."
         ),
     )
-    fi.add_argument("--out", required=True, type=Path, metavar="DIR",
-                    help="checkpoint folder to write (and to resume from)")
-    base = fi.add_mutually_exclusive_group()
-    base.add_argument("--model", default="shakespeare-small", metavar="NAME",
-                      help=f"the course model to start from ({', '.join(RECIPES)}; default shakespeare-small)")
-    base.add_argument("--checkpoint", type=Path, metavar="DIR",
-                      help="start from a checkpoint folder instead (it must hold its tokenizer)")
+    flags.add_run_flags(fi, model_help=f"the course model to start from ({', '.join(RECIPES)}; default shakespeare-small)")
     fi.add_argument("--data", default="instruction-data", metavar="NAME_OR_PATH",
                     help="a course data file or a JSON list of {instruction, input, output} records "
                          "(default instruction-data)")
