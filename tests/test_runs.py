@@ -7,6 +7,7 @@ import argparse
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import pytest
 
@@ -31,6 +32,7 @@ class Settings:
         fast: Take the fast path.
         betas: Two numbers.
         warmup: Steps of warmup (0 allowed).
+        order: How the examples are ordered.
     """
 
     precision: str = field(default="auto", metadata={"choices": ("auto", "fp32", "bf16")})
@@ -40,6 +42,7 @@ class Settings:
     fast: bool = True
     betas: tuple[float, float] = (0.9, 0.95)
     warmup: int = field(default=0, metadata={"min": 0, "help": "warmup steps"})
+    order: Literal["fixed", "shuffled"] = "shuffled"
 
     def replace(self, **changes: object) -> Settings:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
@@ -50,7 +53,7 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-NAMES = ("precision", "steps", "rate", "clip", "fast", "betas", "warmup")
+NAMES = ("precision", "steps", "rate", "clip", "fast", "betas", "warmup", "order")
 
 
 def parser_for(defaults: object = Settings()) -> argparse.ArgumentParser:
@@ -62,15 +65,17 @@ def parser_for(defaults: object = Settings()) -> argparse.ArgumentParser:
 def test_every_kind_of_field_gets_its_flag() -> None:
     parser = parser_for()
     args = parser.parse_args(["--precision", "bf16", "--steps", "3", "--rate", "2e-3", "--clip", "none",
-                              "--no-fast", "--betas", "0.8", "0.9", "--warmup", "0"])
+                              "--no-fast", "--betas", "0.8", "0.9", "--warmup", "0", "--order", "fixed"])
     got = flags.options_from_args(args, Settings(), NAMES)
-    assert got == Settings(precision="bf16", steps=3, rate=2e-3, clip=None, fast=False, betas=(0.8, 0.9), warmup=0)
+    assert got == Settings(precision="bf16", steps=3, rate=2e-3, clip=None, fast=False, betas=(0.8, 0.9), warmup=0,
+                          order="fixed")
     assert flags.options_from_args(parser.parse_args([]), Settings(), NAMES) == Settings()  # the defaults
     assert flags.options_from_args(parser.parse_args(["--clip", "0.5"]), Settings(), NAMES).clip == 0.5
 
 
 @pytest.mark.parametrize(("argv", "message"), [
     (["--precision", "fp16"], "invalid choice: 'fp16'"),
+    (["--order", "random"], "invalid choice: 'random'"),
     (["--steps", "0"], "must be at least 1, got 0"),
     (["--warmup", "-1"], "must be at least 0, got -1"),
     (["--rate", "0"], "must be in (0.0, inf)"),

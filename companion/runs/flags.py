@@ -5,7 +5,7 @@ field of ``companion.train.TrainOptions`` (or of any dataclass): its type, its c
 its help text come from the field, its default from the run's own ``TrainOptions``. A new
 field of ``TrainOptions`` gets its flag for free: its help is the field's entry in the
 class's ``Attributes:`` docstring (or ``metadata["help"]``), a ``str`` field's choices
-are ``metadata["choices"]``, a ``bool`` becomes ``--name/--no-name``, ``X | None``
+are ``metadata["choices"]`` (or its ``Literal[...]`` type), a ``bool`` becomes ``--name/--no-name``, ``X | None``
 accepts ``none``, a ``tuple[float, float]`` takes two numbers.
 
 ``options_from_args(args, base, names)`` reads the flags back into ``base.replace(...)``.
@@ -183,6 +183,8 @@ def _parser_of(name: str, hint: Any, metadata: Mapping[str, Any]) -> dict[str, A
                 "metavar": _METAVARS.get(kind, "X")}
     if base is str and metadata.get("choices"):
         return {"choices": tuple(metadata["choices"])}
+    if typing.get_origin(base) is typing.Literal:  # precision: Literal["auto", "fp32", "bf16"]
+        return {"choices": typing.get_args(base)}
     low = metadata.get("min", 0 if name in _ZERO_ALLOWED else 1)
     parse: Callable[[str], Any]
     if base is int:
@@ -196,7 +198,7 @@ def _parser_of(name: str, hint: Any, metadata: Mapping[str, Any]) -> dict[str, A
     if name in _ZERO_IS_NONE:
         inner_parse = parse
 
-        def parse(text: str) -> Any:  # 0 (or none) turns it off
+        def parse(text: str) -> Any:  # 0 turns it off
             value = inner_parse(text)
             return value or None
 
