@@ -30,8 +30,8 @@ import torch
 from companion import pretrained
 from companion.data import read_text
 from companion.finetune.instruction import InstructionDataset, eos_id_of, generate_response, instruction_loader
-from companion.finetune.task_model import task_items
 from companion.finetune.tasks import make_tasks
+from companion.runs.task_model import task_items
 from companion.train import TrainOptions, train
 
 # ----------------------------------------------------------------- the first, word-based design

@@ -5,7 +5,7 @@ piece from here, so that later chapters use one definition of every name.
 
 The names used most often are available at the top: ``GPTConfig``, ``GPTModel`` and
 ``pretrained`` (the course's trained models by name: the pretrained ones of
-``companion.course_models`` and the fine-tuned ones of ``companion.finetune.task_model``).
+``companion.course_models`` and the fine-tuned ones of ``companion.runs.task_model``).
 They are imported on first use, so ``import companion`` (or
 ``from companion.tokenizers import BPETokenizer``) does not load the training stack.
 Everything else is imported from the module that owns it, for example
@@ -40,12 +40,12 @@ def pretrained(name: str | CourseRecipe = "shakespeare-small", **kwargs: Any) ->
     """A course model by name, pretrained or fine-tuned (``list_models()`` names them).
 
     Pretrained models come from ``companion.course_models.pretrained``; the fine-tuned
-    ones (``companion.finetune.task_model.RECIPES``) are loaded the same way, shipped or
+    ones (``companion.runs.task_model.RECIPES``) are loaded the same way, shipped or
     cached or trained. The keyword arguments are those of
     ``companion.course_models.pretrained`` (``progress``, ``cache_dir``, ``retrain``).
     """
     from companion import course_models
-    from companion.finetune import task_model
+    from companion.runs import task_model
 
     if isinstance(name, str) and name in task_model.RECIPES:
         return course_models.pretrained(task_model.RECIPES[name], **kwargs)
@@ -57,7 +57,7 @@ def pretrained(name: str | CourseRecipe = "shakespeare-small", **kwargs: Any) ->
 def list_models() -> list[str]:
     """The names ``pretrained`` knows: pretrained models first, then fine-tuned ones."""
     from companion import course_models
-    from companion.finetune import task_model
+    from companion.runs import task_model
 
     return [*course_models.RECIPES, *task_model.RECIPES]
 

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 import companion.course_models as pretrained_module  # the module, for monkeypatching
+import companion.runs.pretrain as pretrain_run  # where Recipe.run finds train_recipe
 from companion import GPTConfig, GPTModel, pretrained
 from companion.checkpoint import CheckpointError
 from companion.course_models import (
@@ -151,7 +152,7 @@ def test_pretrained_trains_once_then_loads_from_the_cache(tiny: Recipe, tmp_path
     assert (cache / "tiny-test" / "tokenizer.json").is_file()
 
     calls = []
-    monkeypatch.setattr(pretrained_module, "train_recipe", lambda *a, **k: calls.append(a))
+    monkeypatch.setattr(pretrain_run, "train_recipe", lambda *a, **k: calls.append(a))
     second = pretrained(tiny, cache_dir=cache, progress=False)
     assert calls == []  # not retrained
     assert second.info["source"] == "cache"
@@ -227,7 +228,7 @@ def test_shipped_weights_were_made_by_the_current_recipe(name: str, tmp_path: Pa
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """If this fails, a recipe changed: run ``python -m companion.course_models ship NAME``."""
     from companion import pretrained as course_model
-    from companion.finetune.task_model import RECIPES as TASK_RECIPES
+    from companion.runs.task_model import RECIPES as TASK_RECIPES
 
     record = SHIPPED[name]
     recipe = RECIPES[name] if name in RECIPES else TASK_RECIPES[name]
@@ -263,7 +264,7 @@ def test_damaged_shipped_weights_warn_and_the_recipe_is_trained(tiny: Recipe, tm
 
 def test_the_package_root_finds_pretrained_and_fine_tuned_models() -> None:
     import companion
-    from companion.finetune.task_model import RECIPES as TASK_RECIPES
+    from companion.runs.task_model import RECIPES as TASK_RECIPES
 
     assert companion.list_models() == [*RECIPES, *TASK_RECIPES]
     assert "shakespeare-tasks" in companion.list_models()
@@ -272,7 +273,7 @@ def test_the_package_root_finds_pretrained_and_fine_tuned_models() -> None:
 
 
 def test_train_recipe_refuses_a_fine_tuning_recipe() -> None:
-    from companion.finetune.task_model import RECIPES as TASK_RECIPES
+    from companion.runs.task_model import RECIPES as TASK_RECIPES
 
     with pytest.raises(TypeError, match="call its run"):
         pretrained_module.train_recipe(TASK_RECIPES["shakespeare-tasks"])
@@ -290,7 +291,7 @@ def _no_training(*args: object, **kwargs: object) -> None:
 def test_missing_shipped_weights_warn_before_training(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """A broken install (no companion/pretrained/<name>/) used to start a retrain without a word."""
     monkeypatch.setattr(pretrained_module, "SHIPPED_DIR", tmp_path / "not-installed")
-    monkeypatch.setattr(pretrained_module, "train_recipe", _no_training)
+    monkeypatch.setattr(pretrain_run, "train_recipe", _no_training)
     with pytest.warns(UserWarning, match=r"shipped weights of 'shakespeare-small' are missing .*reinstall it\. "
                                          r"Training the recipe on this machine instead \(about 4 minutes"), \
             pytest.raises(_Trained):
@@ -321,7 +322,7 @@ def test_a_damaged_cached_model_is_not_loaded(damage: str, tiny: Recipe, tmp_pat
         meta.setdefault("sha256", {})["model.safetensors"] = sha256_of(weights)  # as if cached with NaN
         meta_path.write_text(json.dumps(meta))
         expected = rf"unusable \(its weights {name} hold NaN or infinite values\)"
-    monkeypatch.setattr(pretrained_module, "train_recipe", _no_training)
+    monkeypatch.setattr(pretrain_run, "train_recipe", _no_training)
     with pytest.warns(UserWarning, match=expected), pytest.raises(_Trained):
         pretrained(tiny, cache_dir=cache, progress=False)
 
@@ -334,6 +335,6 @@ def test_a_cached_model_without_recorded_hashes_is_retrained(tiny: Recipe, tmp_p
     meta = json.loads(meta_path.read_text())
     del meta["sha256"]
     meta_path.write_text(json.dumps(meta))
-    monkeypatch.setattr(pretrained_module, "train_recipe", _no_training)
+    monkeypatch.setattr(pretrain_run, "train_recipe", _no_training)
     with pytest.warns(UserWarning, match=r"unusable \(it has no record of its files' SHA-256"), pytest.raises(_Trained):
         pretrained(tiny, cache_dir=cache, progress=False)

@@ -372,7 +372,7 @@ def test_the_help_lists_the_options(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_base_models_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
     import companion.weights
-    from companion.finetune.classification import load_base_model
+    from companion.runs.base import load_base_model
 
     tiny = GPTModel(CFG)
     monkeypatch.setattr(companion.weights, "load_pretrained_gpt2", lambda name, **kw: tiny)  # no download

@@ -53,7 +53,7 @@ def imports_of(path: Path, name: str) -> set[str]:
 SOURCES = {module_name(p): p for p in PACKAGE.rglob("*.py")}
 ALL_MODULES = set(SOURCES)
 # the package roots re-export lazily or for convenience; the ladder is about modules
-ROOTS = {"companion", "companion.tokenizers", "companion.finetune"}
+ROOTS = {"companion", "companion.tokenizers", "companion.finetune", "companion.runs"}
 GRAPH = {
     name: {m for m in imports_of(path, name) if m not in ROOTS}
     for name, path in SOURCES.items()
@@ -88,6 +88,50 @@ def test_the_graph_is_read_correctly() -> None:
     assert "companion.model" in GRAPH["companion.train"] or "companion.losses" in GRAPH["companion.train"]
     assert "companion.history" in GRAPH["companion.checkpoint"]
     assert "companion.course_models" in GRAPH["companion.cli"]
+    assert "companion.finetune.classification" in GRAPH["companion.runs.classify"]
+
+
+def reachable(name: str) -> set[str]:
+    """Every companion module ``name`` imports, directly or through others."""
+    seen: set[str] = set()
+    todo = [name]
+    while todo:
+        for nxt in GRAPH.get(todo.pop(), ()):
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    return seen
+
+
+# the fine-tuning components: data, losses, tasks and layers, no whole runs
+FINETUNE_COMPONENTS = sorted(name for name in SOURCES if name.startswith("companion.finetune."))
+# what a whole run is made of, and what the components may not reach
+RUNS_AND_ABOVE = {"companion.course_models", "companion.cli", "companion.chat"} | {
+    name for name in SOURCES if name.startswith("companion.runs")
+}
+
+
+def test_the_finetune_components_are_the_four_expected() -> None:
+    assert FINETUNE_COMPONENTS == ["companion.finetune.classification", "companion.finetune.instruction",
+                                   "companion.finetune.lora", "companion.finetune.tasks"]
+
+
+@pytest.mark.parametrize("component", FINETUNE_COMPONENTS)
+def test_finetune_components_do_not_import_the_registry_or_the_runs(component: str) -> None:
+    """The ladder: components (data, losses, model, train) -> runs -> course models -> cli.
+
+    A fine-tuning component imports neither the course-model registry nor a whole run nor
+    the command line, directly or through another module."""
+    assert reachable(component) & RUNS_AND_ABOVE == set(), sorted(reachable(component) & RUNS_AND_ABOVE)
+
+
+def test_every_fine_tuning_run_loads_its_base_model_one_way() -> None:
+    for run in ("companion.runs.classify", "companion.runs.instruct", "companion.runs.task_model"):
+        assert "companion.runs.base" in GRAPH[run], run
+        assert "companion.runs.common" in reachable(run), run
+    # the registry sits between pretraining and the fine-tuning runs
+    assert "companion.runs.pretrain" in GRAPH["companion.course_models"]
+    assert reachable("companion.runs.pretrain").isdisjoint({"companion.course_models", "companion.runs.base"})
 
 
 def test_find_cycle_finds_a_planted_cycle() -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from companion.finetune.task_model import RECIPES, TaskRecipe
 from companion.finetune.tasks import (
     FAMILIES,
     LEADS,
@@ -20,6 +19,7 @@ from companion.finetune.tasks import (
     per_family,
     strip_lead,
 )
+from companion.runs.task_model import RECIPES, TaskRecipe
 from companion.train import TrainOptions
 
 WORDS = [f"{chr(97 + i)}{chr(97 + j)}ish" for i in range(8) for j in range(8)]

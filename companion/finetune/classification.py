@@ -18,8 +18,9 @@ Chapter 6, "Fine-tuning for classification", builds these pieces one at a time:
   message's *last real token*) and how to evaluate (loss and accuracy).
 * **Measuring and using it** ("How good is it?"): ``predict``, ``accuracy``,
   ``confusion_matrix`` and ``classify``.
-* **A whole run** (the ``finetune-classifier`` command): ``load_base_model``,
-  ``finetune_spam_classifier`` and ``load_classifier``.
+* **A saved classifier**: ``load_classifier``. The whole run (the ``finetune-classifier``
+  command, ``finetune_spam_classifier``) is ``companion.runs.classify``, and the base model
+  comes from ``companion.runs.base.load_base_model``.
 
 Why the last real token: in a GPT every position attends only to itself and the
 positions before it (the causal mask of chapter 3), so the last token of a message is
@@ -37,11 +38,8 @@ Shape letters used in this module:
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -50,7 +48,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from companion.history import TrainHistory
 from companion.losses import Batch, device_of
 from companion.model import GPTModel, eval_mode
 from companion.train import TrainOptions
@@ -60,7 +57,6 @@ __all__ = [
     "LABELS",
     "ClassificationDataset",
     "ClassificationTask",
-    "FinetuneResult",
     "Message",
     "Splits",
     "accuracy",
@@ -71,9 +67,7 @@ __all__ = [
     "confusion_matrix",
     "deduplicate",
     "encode_message",
-    "finetune_spam_classifier",
     "last_token_positions",
-    "load_base_model",
     "load_classifier",
     "make_loaders",
     "pad_token_id",
@@ -653,148 +647,8 @@ def classify(
 
 
 # --------------------------------------------------------------------------- #
-# A whole run (the finetune-classifier command)
+# Loading a saved classifier (the run itself is companion.runs.classify)
 # --------------------------------------------------------------------------- #
-def load_base_model(base: str | os.PathLike[str]) -> tuple[GPTModel, Any]:
-    """A pretrained model and its tokenizer, by name or checkpoint folder (chapter 6).
-
-    ``base`` is the name of a course model (``companion.course_models.RECIPES``) or of a
-    GPT-2 preset, whose weights are downloaded on first use (``"gpt2-small"``, ...), or
-    a ``Path`` to a checkpoint folder that holds its tokenizer.
-
-    Raises:
-        ValueError: The name is unknown, there is no checkpoint there, or the
-            checkpoint has no tokenizer.
-    """
-    from companion.checkpoint import find_checkpoint, load_checkpoint
-    from companion.course_models import RECIPES, pretrained
-    from companion.weights import GPT2_CHECKPOINTS
-
-    if isinstance(base, str):
-        if base in RECIPES:
-            result = pretrained(base, progress=False)
-            return result.model, result.tokenizer
-        if base in GPT2_CHECKPOINTS:
-            from companion.tokenizers import gpt2_tokenizer
-            from companion.weights import load_pretrained_gpt2
-
-            return load_pretrained_gpt2(base, drop_rate=0.0), gpt2_tokenizer()
-        raise ValueError(f"{base!r} is neither a course model ({', '.join(RECIPES)}) nor a GPT-2 model "
-                         f"({', '.join(GPT2_CHECKPOINTS)}); pass a checkpoint folder as a Path")
-    if find_checkpoint(base) is None:
-        raise ValueError(f"there is no checkpoint at {os.fspath(base)}")
-    model, info = load_checkpoint(base)
-    if info["tokenizer"] is None:
-        raise ValueError(f"the checkpoint {os.fspath(base)} holds no tokenizer to encode the messages with")
-    return model, info["tokenizer"]
-
-
-def _base_identity(base: str | os.PathLike[str]) -> str:
-    """What identifies a base model's weights: a recipe's key, a checkpoint's hash, a name."""
-    from companion.checkpoint import MODEL_FILE, find_checkpoint
-    from companion.course_models import RECIPES
-    from companion.files import sha256_of
-
-    if isinstance(base, str):
-        return f"{base}:{RECIPES[base].cache_key()}" if base in RECIPES else base
-    folder = find_checkpoint(base)
-    return f"checkpoint:{sha256_of(Path(folder or base) / MODEL_FILE)}"
-
-
-@dataclass
-class FinetuneResult:
-    """What ``finetune_spam_classifier`` made.
-
-    Attributes:
-        model: The fine-tuned classifier (eval mode).
-        tokenizer: Its tokenizer.
-        history: The ``TrainHistory`` (``metrics`` holds the accuracies).
-        accuracy: ``{"train": ..., "val": ..., "test": ...}`` after the last step.
-        settings: The run's settings, as stored in the checkpoint's ``extra``.
-    """
-
-    model: GPTModel
-    tokenizer: Any
-    history: TrainHistory
-    accuracy: dict[str, float]
-    settings: dict[str, Any] = field(default_factory=dict)
-
-
-def finetune_spam_classifier(
-    base: str | os.PathLike[str] = "shakespeare-small",
-    options: TrainOptions | None = None,
-    *,
-    data: str | os.PathLike[str] | None = None,
-    batch_size: int = 8,
-    train_blocks: int | None = None,
-    max_length: int | None = None,
-    eval_every: int | None = None,
-    seed: int = 123,
-    callback: Callable[[int, TrainHistory], None] | None = None,
-) -> FinetuneResult:
-    """Fine-tune a pretrained model into a spam classifier, as chapter 6 does.
-
-    Reads and splits the data (``spam_splits(seed=seed, path=data)``), pads to
-    ``max_length`` (``None``: the longest training message, at most the model's
-    context), replaces the head (``prepare_classifier``, its weights drawn from
-    ``seed``) and trains with ``companion.train.train`` and a ``ClassificationTask``.
-    With ``options.checkpoint_dir`` the run writes resumable checkpoints whose
-    ``extra`` holds ``"classifier"`` (the settings, which ``load_classifier`` reads)
-    and ``"run_key"`` (a hash of everything that determines the run).
-
-    Args:
-        base: See ``load_base_model``.
-        options: The ``TrainOptions``; ``None`` for the chapter's (``CHAPTER_OPTIONS``).
-        data: A file in the SMS collection's format; ``None`` for the course's copy.
-        batch_size: Messages per step.
-        train_blocks: See ``prepare_classifier`` (``None``: every layer trains).
-        max_length: Tokens per message (see ``make_loaders``).
-        eval_every: Steps between evaluations; ``None`` for once per epoch (this
-            replaces ``options.eval_every``).
-        seed: Seeds the data split and the new head (the data order and dropout come
-            from ``options.seed``).
-        callback: Passed to ``train``.
-
-    Raises:
-        ValueError: The checkpoint folder holds a run with other settings (and
-            ``options.resume`` is on).
-    """
-    from companion.checkpoint import find_checkpoint, read_checkpoint_info
-    from companion.train import train
-
-    model, tokenizer = load_base_model(base)
-    splits = spam_splits(seed=seed, path=data)
-    loaders = make_loaders(splits, tokenizer, batch_size=batch_size, max_length=max_length,
-                           context_length=model.config.context_length)
-    dataset = loaders[0].dataset
-    assert isinstance(dataset, ClassificationDataset)
-    options = (options or CHAPTER_OPTIONS).replace(eval_every=eval_every or len(loaders[0]))
-    settings = {
-        "base": os.fspath(base), "data": None if data is None else os.fspath(data), "labels": list(LABELS),
-        "num_classes": len(LABELS), "train_blocks": train_blocks, "max_length": dataset.max_length,
-        "pad_id": dataset.pad_id, "batch_size": batch_size, "seed": seed,
-    }
-    ignored = ("checkpoint_dir", "checkpoint_every", "resume", "progress")
-    key_source = {**settings, "base": _base_identity(base),
-                  "options": {k: v for k, v in options.to_dict().items() if k not in ignored}}
-    run_key = hashlib.sha256(json.dumps(key_source, sort_keys=True).encode()).hexdigest()[:16]
-    folder = options.checkpoint_dir
-    resuming = folder is not None and options.resume and find_checkpoint(folder) is not None
-    if resuming and read_checkpoint_info(folder)["extra"].get("run_key") != run_key:  # type: ignore[arg-type]
-        raise ValueError(f"{folder} holds a checkpoint of a different run (other model, data or settings); "
-                             "start afresh (resume off) or choose another folder")
-    with torch.random.fork_rng(devices=[]):  # seed the new head without touching the caller's state
-        torch.manual_seed(seed)
-        prepare_classifier(model, len(LABELS), train_blocks=train_blocks)
-    task = ClassificationTask(dataset.pad_id)
-    history = train(model, loaders[0], loaders[1], options, task=task, callback=callback, tokenizer=tokenizer,
-                    checkpoint_extra={"classifier": settings, "run_key": run_key})
-    model.eval()
-    result = {name: task.evaluate(model, loader, None)["accuracy"]
-              for name, loader in zip(("train", "val", "test"), loaders, strict=True)}
-    return FinetuneResult(model, tokenizer, history, result, settings)
-
-
 def load_classifier(path: str | os.PathLike[str], *, map_location: str | torch.device = "cpu") -> tuple[GPTModel, dict[str, Any]]:
     """Load a classifier saved by ``finetune_spam_classifier`` (or the CLI), in eval mode.
 
