@@ -10,6 +10,8 @@ describe every option. Examples::
     companion generate --pretrained shakespeare-small --prompt "ROMEO:"
     companion finetune-instructions --out runs/assistant    # chapter 7: follow instructions
     companion finetune-classifier --out runs/spam          # chapter 6: a spam classifier
+    companion dpo --checkpoint runs/assistant --out runs/dpo   # chapter 8: preference tuning
+    companion grpo --out runs/grpo                         # chapter 8: RL on checkable tasks
     companion chat                                         # talk to the chapter 7 model
     companion chat --prompt "Which number is larger: 37 52"  # one answer, for scripts
     companion check ch05 my_notebook.ipynb                 # run chapter 5's exercise checks on your answers
@@ -52,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``companion`` argument parser: the whole runs' commands (``companion.runs``), ``generate``,
     ``chat`` and ``check``."""
     from companion.course_models import RECIPES
-    from companion.runs import classify, instruct, pretrain
+    from companion.runs import classify, dpo, grpo, instruct, pretrain
 
     recipes = ", ".join(RECIPES)
     parser = _Parser(
@@ -122,6 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     instruct.add_command(commands)  # finetune-instructions
     classify.add_command(commands)  # finetune-classifier
+    dpo.add_command(commands)  # dpo
+    grpo.add_command(commands)  # grpo
 
     # ----------------------------------------------------------------- check
     ch = commands.add_parser(

@@ -104,15 +104,17 @@ def reachable(name: str) -> set[str]:
 
 
 # the fine-tuning components: data, losses, tasks and layers, no whole runs
-FINETUNE_COMPONENTS = sorted(name for name in SOURCES if name.startswith("companion.finetune."))
+FINETUNE_COMPONENTS = sorted(name for name in SOURCES
+                             if name.startswith(("companion.finetune.", "companion.align.")))
 # what a whole run is made of, and what the components may not reach
 RUNS_AND_ABOVE = {"companion.course_models", "companion.cli", "companion.chat"} | {
     name for name in SOURCES if name.startswith("companion.runs")
 }
 
 
-def test_the_finetune_components_are_the_four_expected() -> None:
-    assert FINETUNE_COMPONENTS == ["companion.finetune.classification", "companion.finetune.instruction",
+def test_the_finetune_components_are_the_six_expected() -> None:
+    assert FINETUNE_COMPONENTS == ["companion.align.dpo", "companion.align.grpo",
+                                   "companion.finetune.classification", "companion.finetune.instruction",
                                    "companion.finetune.lora", "companion.finetune.tasks"]
 
 
@@ -126,9 +128,13 @@ def test_finetune_components_do_not_import_the_registry_or_the_runs(component: s
 
 
 def test_every_fine_tuning_run_loads_its_base_model_one_way() -> None:
-    for run in ("companion.runs.classify", "companion.runs.instruct", "companion.runs.task_model"):
+    for run in ("companion.runs.classify", "companion.runs.instruct", "companion.runs.dpo", "companion.runs.grpo"):
         assert "companion.runs.base" in GRAPH[run], run
         assert "companion.runs.common" in reachable(run), run
+    # a task recipe's base is a pretrained course model, which the registry loads; the one loader
+    # knows the task recipes in turn, so a fine-tuned model can be the base of a further run
+    assert "companion.runs.task_model" in GRAPH["companion.runs.base"]
+    assert "companion.runs.base" not in reachable("companion.runs.task_model")
     # the registry sits between pretraining and the fine-tuning runs
     assert "companion.runs.pretrain" in GRAPH["companion.course_models"]
     assert reachable("companion.runs.pretrain").isdisjoint({"companion.course_models", "companion.runs.base"})

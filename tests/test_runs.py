@@ -118,9 +118,10 @@ def test_every_train_option_but_the_folder_can_be_a_flag() -> None:
 def test_each_run_spells_its_default_learning_rate_once(capsys: pytest.CaptureFixture[str]) -> None:
     from companion.cli import main
     from companion.finetune.classification import CHAPTER_OPTIONS
-    from companion.runs import instruct
+    from companion.runs import dpo, grpo, instruct
 
-    for command, options in (("finetune-instructions", instruct.OPTIONS), ("finetune-classifier", CHAPTER_OPTIONS)):
+    for command, options in (("finetune-instructions", instruct.OPTIONS), ("finetune-classifier", CHAPTER_OPTIONS),
+                             ("dpo", dpo.OPTIONS), ("grpo", grpo.OPTIONS)):
         assert main([command, "--help"]) == 0
         assert f"peak learning rate (default {flags._shown(options.lr)})" in " ".join(capsys.readouterr().out.split())
 

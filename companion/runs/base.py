@@ -16,6 +16,7 @@ from companion.checkpoint import MODEL_FILE, find_checkpoint, load_checkpoint
 from companion.course_models import RECIPES, pretrained
 from companion.files import sha256_of
 from companion.model import GPTModel
+from companion.runs.task_model import RECIPES as TASK_RECIPES
 from companion.weights import GPT2_CHECKPOINTS
 
 __all__ = ["base_identity", "load_base_model"]
@@ -24,8 +25,9 @@ __all__ = ["base_identity", "load_base_model"]
 def load_base_model(base: str | os.PathLike[str], *, progress: bool = False) -> tuple[GPTModel, Any]:
     """A pretrained model and its tokenizer, by name or checkpoint folder (chapters 6 and 7).
 
-    ``base`` is the name of a course model (``companion.course_models.RECIPES``) or of a
-    GPT-2 preset, whose weights are downloaded on first use (``"gpt2-small"``, ...), or
+    ``base`` is the name of a course model (``companion.list_models()``: the pretrained
+    ones of ``companion.course_models.RECIPES`` and the fine-tuned ones of
+    ``companion.runs.task_model.RECIPES``) or of a GPT-2 preset, whose weights are downloaded on first use (``"gpt2-small"``, ...), or
     a ``Path`` to a checkpoint folder that holds its tokenizer.
 
     Args:
@@ -40,12 +42,16 @@ def load_base_model(base: str | os.PathLike[str], *, progress: bool = False) -> 
         if base in RECIPES:
             result = pretrained(base, progress=progress)
             return result.model, result.tokenizer
+        fine_tuned = _fine_tuned_recipes()
+        if base in fine_tuned:
+            result = pretrained(fine_tuned[base], progress=progress)
+            return result.model, result.tokenizer
         if base in GPT2_CHECKPOINTS:
             from companion import weights
             from companion.tokenizers import gpt2_tokenizer
 
             return weights.load_pretrained_gpt2(base, drop_rate=0.0), gpt2_tokenizer()
-        raise ValueError(f"{base!r} is neither a course model ({', '.join(RECIPES)}) nor a GPT-2 model "
+        raise ValueError(f"{base!r} is neither a course model ({', '.join([*RECIPES, *fine_tuned])}) nor a GPT-2 model "
                          f"({', '.join(GPT2_CHECKPOINTS)}); pass a checkpoint folder as a Path")
     if find_checkpoint(base) is None:
         raise ValueError(f"there is no checkpoint at {os.fspath(base)}")
@@ -59,6 +65,11 @@ def base_identity(base: str | os.PathLike[str]) -> str:
     """What identifies a base model's weights: ``"name:<recipe key>"`` for a course model,
     ``"checkpoint:<SHA-256 of its weights>"`` for a folder, else the name."""
     if isinstance(base, str):
-        return f"{base}:{RECIPES[base].cache_key()}" if base in RECIPES else base
+        recipe = RECIPES.get(base) or _fine_tuned_recipes().get(base)
+        return f"{base}:{recipe.cache_key()}" if recipe is not None else base
     folder = find_checkpoint(base)
     return f"checkpoint:{sha256_of(Path(folder or base) / MODEL_FILE)}"
+
+
+def _fine_tuned_recipes() -> dict[str, Any]:
+    return dict(TASK_RECIPES)
