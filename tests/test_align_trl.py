@@ -1,4 +1,4 @@
-"""Chapter 8's DPO loss against Hugging Face TRL, the reference implementation.
+"""Chapter 8's DPO loss (and GRPO's) against Hugging Face TRL, the reference implementation.
 
 TRL's ``DPOTrainer`` tokenizes preference records its own way (it appends the end-of-text
 token to each answer and splits prompt and answer where the two tokenizations diverge),
@@ -136,6 +136,7 @@ def test_dpo_matches_trl(setup):
     loss, chosen_rewards, rejected_rewards = dpo_loss(policy_c, policy_r, ref_c, ref_r, BETA)
     loss.backward()
     grads = [p.grad.clone() for p in policy.parameters()]
+    policy_c, policy_r, loss = policy_c.detach(), policy_r.detach(), loss.detach()
 
     diffs = {
         "log-probs": max(float((a - b).abs().max()) for a, b in
@@ -144,7 +145,7 @@ def test_dpo_matches_trl(setup):
                        float((rejected_rewards - BETA * (trl_policy_r - trl_ref_r)).abs().max()),
                        abs(float(chosen_rewards.mean()) - metrics["rewards/chosen"]),
                        abs(float(rejected_rewards.mean()) - metrics["rewards/rejected"])),
-        "loss": abs(float(loss.detach()) - float(trl_loss.detach())),
+        "loss": abs(float(loss) - float(trl_loss.detach())),
         "gradient": max(float((g - h).abs().max()) for g, h in zip(grads, trl_grads, strict=True)),
     }
     assert abs(float(policy_c.mean()) - metrics["logps/chosen"]) < TOLERANCE
@@ -153,3 +154,97 @@ def test_dpo_matches_trl(setup):
     # the comparison is not vacuous: the models differ and the loss is far from log 2
     assert float((policy_c - ref_c).abs().min()) > 0.1
     assert abs(float(loss) - 0.6931) > 0.01
+
+
+# --------------------------------------------------------------------------- #
+# GRPO: the clipped objective with the per-token KL penalty
+# --------------------------------------------------------------------------- #
+# TRL computes GRPO's advantages inline in ``GRPOTrainer._generate_and_score_completions``,
+# after sampling, with no function to call on given rewards, and divides by the
+# Bessel-corrected standard deviation (``trl.trainer.utils.nanstd``) where
+# ``group_advantages`` divides by the population one; the two differ by a factor
+# sqrt(G / (G - 1)) for groups of G, so they are not compared. The loss is: the test hands
+# ``GRPOTrainer._compute_loss`` the advantages, old and reference log-probabilities TRL would
+# have computed, and gives ``grpo_loss`` the same.
+#
+# TRL 1.16 multiplies the per-token KL by the importance ratio by default
+# (``use_bias_correction_kl=True``); ``grpo_loss`` does not, so the test turns it off. With
+# it on, the losses differ once the ratio leaves 1 (the mean KL by 1.2e-2 here), and even at
+# ratio 1 in value (old = current, as in ``GRPOTask``) the gradients differ (by up to 9.5e-3
+# here), since the ratio's gradient is not 0.
+#
+# Largest absolute differences measured (same versions as above): loss 1.4e-7, gradient
+# 8.3e-7, mean KL 1.2e-7.
+def test_grpo_loss_matches_trl(tmp_path):
+    """``grpo_loss`` (clip 0.2, KL weight 0.04, each answer's tokens averaged, then the
+    answers) against TRL's ``loss_type="grpo"``, with ratios both inside and outside the
+    clip range and positive and negative advantages; loss, gradient and mean KL."""
+    from trl import GRPOConfig, GRPOTrainer
+
+    from companion.align import group_advantages, grpo_loss, token_log_probs
+
+    tokenizer = tiny_tokenizer()
+    tiny_gpt2(len(tokenizer), seed=2).save_pretrained(tmp_path / "policy")  # GRPOTrainer loads the reference by path
+    prompts, group, width = 2, 3, 5  # P prompts, G answers each, up to 5 answer tokens
+    args = GRPOConfig(output_dir=str(tmp_path / "out"), beta=0.04, epsilon=0.2, loss_type="grpo", temperature=1.0,
+                      report_to=[], use_cpu=True, bf16=False, num_generations=group,
+                      per_device_train_batch_size=prompts * group, max_completion_length=width, seed=0,
+                      use_bias_correction_kl=False)
+
+    def no_reward(completions, **kwargs):
+        return [0.0] * len(completions)
+
+    trainer = GRPOTrainer(model=str(tmp_path / "policy"), reward_funcs=no_reward, args=args,
+                          train_dataset=Dataset.from_list([{"prompt": p["prompt"]} for p in PAIRS]),
+                          processing_class=tokenizer)
+    model = trainer.model.eval()  # eval: no division by the gradient-accumulation steps
+
+    # N = P * G answers after prompts of one length (no left padding), answers right-padded
+    g = torch.Generator().manual_seed(0)
+    n = prompts * group
+    prompt_ids = torch.tensor(tokenizer("thank ann :")["input_ids"]).repeat(n, 1)  # (N, L)
+    lengths = torch.tensor([5, 2, 4, 1, 3, 5])
+    completion_mask = (torch.arange(width) < lengths.unsqueeze(1)).long()  # (N, C)
+    completion_ids = torch.randint(3, len(tokenizer), (n, width), generator=g)
+    completion_ids = completion_ids.masked_fill(completion_mask == 0, tokenizer.pad_token_id)
+    advantages = group_advantages(torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 1.0]])).flatten()  # (N,)
+
+    # companion's batch over the same ids: the answer tokens are the targets, the rest ignored
+    full = torch.cat([prompt_ids, completion_ids], dim=1)  # (N, L + C)
+    targets = full[:, 1:].clone()
+    targets[:, : prompt_ids.shape[1] - 1] = IGNORE_INDEX
+    targets[:, prompt_ids.shape[1] - 1 :] = targets[:, prompt_ids.shape[1] - 1 :].masked_fill(
+        completion_mask == 0, IGNORE_INDEX)
+    answer = slice(prompt_ids.shape[1] - 1, None)  # the target columns of the answer tokens
+    with torch.no_grad():
+        current = token_log_probs(logits_of(model), full[:, :-1], targets)[:, answer]  # (N, C)
+    # old and reference log-probabilities a little off the policy's, so that some ratios leave [0.8, 1.2]
+    old = current + (torch.rand(n, width, generator=g) - 0.5) * 0.8
+    reference = current + (torch.rand(n, width, generator=g) - 0.5) * 2.0
+    mask = completion_mask.bool()
+    ratio = torch.exp(current - old)[mask]
+    assert ((ratio < 0.8) | (ratio > 1.2)).any() and ((ratio > 0.8) & (ratio < 1.2)).any()
+
+    model.zero_grad()
+    trl_loss = trainer._compute_loss(model, {
+        "prompt_ids": prompt_ids, "prompt_mask": torch.ones_like(prompt_ids),
+        "completion_ids": completion_ids, "completion_mask": completion_mask,
+        "advantages": advantages, "old_per_token_logps": old, "ref_per_token_logps": reference})
+    trl_loss.backward()
+    trl_grads = [p.grad.clone() for p in model.parameters()]
+    trl_kl = trainer._metrics["eval"]["kl"][-1]
+
+    model.zero_grad()
+    log_probs = token_log_probs(logits_of(model), full[:, :-1], targets)[:, answer]  # (N, C)
+    loss, stats = grpo_loss(log_probs, old, reference, advantages, mask, clip=0.2, kl_beta=0.04)
+    loss.backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    loss = loss.detach()
+
+    diffs = {
+        "loss": abs(float(loss) - float(trl_loss.detach())),
+        "gradient": max(float((a - b).abs().max()) for a, b in zip(grads, trl_grads, strict=True)),
+        "kl": abs(stats["kl"] - trl_kl),
+    }
+    assert all(value < TOLERANCE for value in diffs.values()), diffs
+    assert abs(float(loss)) > 0.01 and stats["clipped"] > 0  # not vacuous
