@@ -11,7 +11,7 @@ same Hugging Face models, and compares the log-probabilities, the implicit rewar
 loss and the loss's gradient.
 
 Largest absolute differences measured (TRL 1.16.0, transformers 5.24.0, torch 2.13.0 CPU,
-float32, three pairs, answers' log-probabilities between about -30 and -5): log-probabilities
+float32, three pairs, answers' log-probabilities between -29 and -7): log-probabilities
 1.9e-6, implicit rewards 9.5e-7, loss 2.4e-7, gradient 6.6e-7; asserted below ``TOLERANCE``
 (1e-5). TRL's trainers default to bf16 mixed precision (``bf16=True`` unless ``fp16``), which
 on this CPU moved the log-probabilities by 1.4e-3, so the test sets ``bf16=False``.
