@@ -168,3 +168,14 @@ def test_importing_the_tokenizers_does_not_load_the_training_stack() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "", f"loaded eagerly: {result.stdout.strip()}"
+
+
+def test_every_subpackage_is_in_the_wheel() -> None:
+    """pyproject.toml names the packages explicitly (a flat layout): a new subpackage left out
+    would be missing from an installed copy (Colab, CI's second run)."""
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(init.parent.relative_to(root).parts) for init in (root / "companion").rglob("__init__.py")}
+    assert found - listed == set(), f"add {sorted(found - listed)} to [tool.setuptools] packages in pyproject.toml"

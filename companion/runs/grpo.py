@@ -6,9 +6,12 @@ train (``companion.train.train`` with ``GRPOTask`` and ``OPTIONS`` changed by th
 save (resumable checkpoints whose ``extra["grpo"]`` holds the settings and the run's key),
 then one summary line: the held-out accuracy of each family before → after.
 
-The training prompts use the families' held-out wordings by default (``--wordings``): the
-model was never shown an answer to them, only the checker's verdict on its own answers.
-The test asks held-out items in the same wordings, so items never trained on, either way.
+The training prompts are the families' training wordings on training items, without the
+leads ("Now, ", ...) that chapter 7's fine-tuning varied them with (the test has none, and a
+lead shifts the model's counts, which GRPO then learns to correct in a way that does not
+carry over); ``--wordings held_out`` trains on the held-out wordings instead, with no answer
+ever shown, only the checker's verdict. The test is chapter 7's: held-out items in the
+held-out wordings.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from torch.utils.data import DataLoader, TensorDataset
 import companion.train as training
 from companion.align.grpo import GRPOTask
 from companion.course_models import RECIPES
-from companion.finetune.tasks import FAMILIES, evaluate_tasks, make_tasks
+from companion.finetune.tasks import FAMILIES, evaluate_tasks, make_tasks, strip_lead
 from companion.runs import flags
 from companion.runs.base import base_identity, load_base_model
 from companion.runs.common import UsageError, check_resume, run_key
@@ -67,9 +70,9 @@ def add_command(commands: Any) -> argparse.ArgumentParser:
                                    "a GPT-2 name (default shakespeare-tasks)")
     p.add_argument("--families", type=_families, default=["count", "larger", "smaller"], metavar="A,B",
                    help="the task families to train on (default count,larger,smaller)")
-    p.add_argument("--wordings", choices=("held_out", "train", "all"), default="held_out",
-                   help="the instruction wordings of the training prompts (default held_out: never shown "
-                        "with an answer)")
+    p.add_argument("--wordings", choices=("train", "held_out", "all"), default="train",
+                   help="the instruction wordings of the training prompts (default train; held_out: the "
+                        "test's wordings, never shown with an answer)")
     p.add_argument("--items-from", choices=tuple(RECIPES), default="shakespeare-small",
                    help="the pretrained course model whose text gives the tasks' words (default shakespeare-small)")
     p.add_argument("--prompts", type=flags.positive, default=300, metavar="N",
@@ -106,10 +109,11 @@ def main(args: argparse.Namespace) -> int:
     check_resume(args.out, key, resume=args.resume, key_of=lambda extra: extra.get("grpo", {}).get("run_key"),
                  hint="pass --no-resume to overwrite it, or choose another --out", error=UsageError)
     items = task_items(args.items_from)
-    prompts = make_tasks(items, args.prompts, split="train", phrasings=args.wordings, families=args.families,
-                         seed=11)
+    prompts = [{**record, "instruction": strip_lead(record["instruction"])}
+               for record in make_tasks(items, args.prompts, split="train", phrasings=args.wordings,
+                                        families=args.families, seed=11)]
     test = make_tasks(items, args.test_per_family, split="test",
-                      phrasings="held_out" if args.wordings == "held_out" else "all", families=args.families, seed=3)
+                      phrasings="held_out", families=args.families, seed=3)
     loader = DataLoader(TensorDataset(torch.arange(len(prompts))), batch_size=args.batch_size, shuffle=True,
                         drop_last=True)
     task = GRPOTask(prompts, tokenizer, reference, group_size=args.group_size, temperature=args.temperature,
