@@ -219,3 +219,11 @@ def test_grpo_task_refuses_bad_settings() -> None:
         GRPOTask(COUNT, BYTES, model(), kl_beta=-1)
     with pytest.raises(ValueError, match="at least one training record"):
         GRPOTask([], BYTES, model())
+
+
+def test_sample_groups_keeps_prompt_and_answer_within_the_context() -> None:
+    long = {"family": "count", "instruction": "x" * 50, "input": "", "output": ""}
+    groups = sample_groups(model(), BYTES, [long], group_size=2, reward=exact_reward, max_new_tokens=50)
+    assert groups.inputs.shape[1] <= CFG.context_length
+    with pytest.raises(ValueError, match="leaves no room for an answer"):
+        sample_groups(model(), BYTES, [{**long, "instruction": "x" * 120}], group_size=2, reward=exact_reward)

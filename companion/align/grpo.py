@@ -153,16 +153,29 @@ def sample_groups(
             checker (1.0 right, 0.0 wrong).
         generator: Source of the sampling randomness; ``None`` uses torch's global one
             (which ``train`` seeds and checkpoints).
+
+    An answer is cut at ``max_new_tokens`` or where prompt and answer fill the model's
+    context, whichever comes first.
+
+    Raises:
+        ValueError: ``group_size`` is not positive, or a prompt fills the whole context.
     """
     if not (isinstance(group_size, int) and group_size >= 1):
         raise ValueError(f"group_size={group_size!r} must be a positive integer")
     score = reward or (lambda record, text: float(check_answer(record, text)))
     eos, device = eos_id_of(tokenizer), device_of(model)
     examples, texts, rewards = [], [], []
+    context = int(model.config.context_length)  # type: ignore[union-attr,arg-type]
     for record in records:
         prompt = _encode_data(tokenizer, format_prompt(record, style))
+        # prompt and answer must fit the context together, to be scored in one forward pass
+        room = min(max_new_tokens, context + 1 - len(prompt))
+        if room < 1:
+            raise ValueError(f"the prompt of {record['instruction'][:40]!r}... has {len(prompt)} tokens and "
+                             f"leaves no room for an answer in the model's context of {context}; "
+                             "shorten it or leave it out")
         idx = torch.tensor([prompt] * group_size, device=device)  # (G, T0)
-        out = generate(model, idx, max_new_tokens,  # type: ignore[arg-type]
+        out = generate(model, idx, room,  # type: ignore[arg-type]
                        temperature=temperature, eos_id=eos, generator=generator)  # (G, T0 + n)
         row_rewards = []
         for row in out[:, len(prompt):].tolist():
