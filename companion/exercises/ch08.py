@@ -33,7 +33,8 @@ def group_advantages(rewards: Tensor, eps: float = 1e-4) -> Tensor:
     return (rewards - mean) / (std + eps)
 
 
-def kl_estimate(log_probs: Tensor, reference_log_probs: Tensor) -> Tensor:
+def kl_estimate(log_probs: Tensor,
+                reference_log_probs: Tensor) -> Tensor:
     # per token: exp(q) - q - 1 with q = log pi_ref - log pi
     q = reference_log_probs - log_probs
     return torch.exp(q) - q - 1

@@ -8,6 +8,7 @@ run's key (a recipe's key, a checkpoint's hash, a name).
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from companion.model import GPTModel
 from companion.runs.task_model import RECIPES as TASK_RECIPES
 from companion.weights import GPT2_CHECKPOINTS
 
-__all__ = ["base_identity", "load_base_model"]
+__all__ = ["base_identity", "load_base_model", "load_policy_and_reference"]
 
 
 def load_base_model(base: str | os.PathLike[str], *, progress: bool = False) -> tuple[GPTModel, Any]:
@@ -59,6 +60,13 @@ def load_base_model(base: str | os.PathLike[str], *, progress: bool = False) -> 
     if info["tokenizer"] is None:
         raise ValueError(f"the checkpoint {os.fspath(base)} holds no tokenizer; fine-tuning needs the model's own")
     return model, info["tokenizer"]
+
+
+def load_policy_and_reference(base: str | os.PathLike[str], *, progress: bool = False) -> tuple[GPTModel, GPTModel, Any]:
+    """``load_base_model`` for an alignment run (chapter 8): the policy to train, a frozen copy
+    of it as the reference (eval mode, no gradients), and the tokenizer."""
+    policy, tokenizer = load_base_model(base, progress=progress)
+    return policy, copy.deepcopy(policy).eval().requires_grad_(False), tokenizer
 
 
 def base_identity(base: str | os.PathLike[str]) -> str:

@@ -14,7 +14,6 @@ the loss stay those of the run's start.
 from __future__ import annotations
 
 import argparse
-import copy
 import hashlib
 import json
 from pathlib import Path
@@ -25,7 +24,7 @@ from companion.align.dpo import DPOTask, PreferenceDataset, check_pair, preferen
 from companion.data import DATASETS, fetch
 from companion.finetune import instruction as ins
 from companion.runs import flags
-from companion.runs.base import base_identity, load_base_model
+from companion.runs.base import base_identity, load_policy_and_reference
 from companion.runs.common import UsageError, check_resume, run_key
 from companion.train import TrainOptions
 
@@ -76,8 +75,7 @@ def main(args: argparse.Namespace) -> int:
     """``companion dpo``: setup → train → save, then the before/after summary."""
     # setup: the base model twice (the policy, and its frozen reference), the pairs, the key
     base = args.checkpoint or args.model
-    policy, tokenizer = load_base_model(base, progress=not args.quiet)
-    reference = copy.deepcopy(policy).eval().requires_grad_(False)
+    policy, reference, tokenizer = load_policy_and_reference(base, progress=not args.quiet)
     records, data_hash = _load_pairs(args.data)
     settings = {"base": base_identity(base), "data": data_hash, "beta": args.beta, "prompt_style": args.prompt_style,
                 "split_seed": args.split_seed, "batch_size": args.batch_size, "steps": args.max_steps,

@@ -17,7 +17,6 @@ held-out wordings.
 from __future__ import annotations
 
 import argparse
-import copy
 from typing import Any
 
 import torch
@@ -28,7 +27,7 @@ from companion.align.grpo import GRPOTask
 from companion.course_models import RECIPES
 from companion.finetune.tasks import FAMILIES, evaluate_tasks, make_tasks, strip_lead
 from companion.runs import flags
-from companion.runs.base import base_identity, load_base_model
+from companion.runs.base import base_identity, load_policy_and_reference
 from companion.runs.common import UsageError, check_resume, run_key
 from companion.runs.task_model import task_items
 from companion.train import TrainOptions
@@ -98,8 +97,7 @@ def main(args: argparse.Namespace) -> int:
     """``companion grpo``: setup → train → save, then the before/after summary."""
     # setup: the base model twice (the policy, and its frozen reference), the prompts, the key
     base = args.checkpoint or args.model
-    policy, tokenizer = load_base_model(base, progress=not args.quiet)
-    reference = copy.deepcopy(policy).eval().requires_grad_(False)
+    policy, reference, tokenizer = load_policy_and_reference(base, progress=not args.quiet)
     settings = {"base": base_identity(base), "families": args.families, "wordings": args.wordings,
                 "items_from": args.items_from, "prompts": args.prompts, "batch_size": args.batch_size,
                 "group_size": args.group_size, "kl_beta": args.kl_beta, "clip": args.clip,
