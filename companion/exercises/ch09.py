@@ -21,14 +21,16 @@ __all__ = ["EXERCISES", "count_params", "repeat_kv", "rotate"]
 def count_params(cfg: ModernConfig) -> int:
     C, V, L = cfg.emb_dim, cfg.vocab_size, cfg.n_layers
     H, G, D, F = cfg.n_heads, cfg.kv_heads, cfg.kv_dim, cfg.ffn_dim
-    norm = C if cfg.norm == "rmsnorm" else 2 * C  # layer norm: scale and shift
-    att = C * H * D + 2 * C * G * D + H * D * C  # queries, keys+values, out
+    # RMSNorm: a scale; layer norm: a scale and a shift
+    norm = C if cfg.norm == "rmsnorm" else 2 * C
+    # queries, keys and values, output projection
+    att = C * H * D + 2 * C * G * D + H * D * C
     if cfg.qkv_bias:
         att += H * D + 2 * G * D
     if cfg.bias:
         att += C  # the output projection's bias
     if cfg.qk_norm:
-        att += 2 * D  # one scale for queries, one for keys
+        att += 2 * D  # a scale for queries, one for keys
     if cfg.ffn == "swiglu":
         ff = 3 * C * F + (2 * F + C if cfg.bias else 0)
     else:
@@ -41,20 +43,23 @@ def count_params(cfg: ModernConfig) -> int:
     return total
 
 
-def rotate(x: Tensor, position: int, theta: float = 10_000.0) -> Tensor:
+def rotate(x: Tensor, position: int,
+           theta: float = 10_000.0) -> Tensor:
     D = x.shape[-1]
     half = D // 2
-    freqs = theta ** (-torch.arange(half, dtype=torch.float32) * 2 / D)
-    angle = position * freqs  # (D/2,)
+    i = torch.arange(half, dtype=torch.float32)
+    angle = position * theta ** (-2 * i / D)  # (D/2,)
     cos, sin = torch.cos(angle), torch.sin(angle)
     x1, x2 = x[..., :half], x[..., half:]
-    return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
+    return torch.cat([x1 * cos - x2 * sin,
+                      x2 * cos + x1 * sin], dim=-1)
 
 
 def repeat_kv(k: Tensor, n_heads: int) -> Tensor:
     B, G, S, D = k.shape
     group = n_heads // G
-    return k[:, :, None].expand(B, G, group, S, D).reshape(B, n_heads, S, D)
+    wide = k[:, :, None].expand(B, G, group, S, D)  # no copy yet
+    return wide.reshape(B, n_heads, S, D)
 
 
 # ---------------------------------------------------------------- checks
