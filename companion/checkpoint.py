@@ -54,6 +54,8 @@ from companion.config import GPTConfig
 from companion.files import atomic_folder, folder_backups, folder_lock, recover_folder, sha256_of
 from companion.history import TrainHistory
 from companion.model import GPTModel
+from companion.modern.config import ModernConfig
+from companion.modern.model import ModernGPT
 from companion.tokenizers import BPETokenizer, gpt2_tokenizer
 
 __all__ = [
@@ -80,6 +82,7 @@ STATE_FILE = "training_state.safetensors"
 TOKENIZER_FILE = "tokenizer.json"
 
 _OPTIMIZER_PREFIX = "optimizer.state."
+_ARCHITECTURE = "architecture"  # config.json key of a ModernGPT's checkpoint (chapter 9)
 _RNG_PREFIX = "rng."
 
 
@@ -313,8 +316,8 @@ def save_checkpoint(
     target = Path(path_dir)
     module = _unwrap(model)
     config = getattr(module, "config", None)
-    if not isinstance(config, GPTConfig):
-        raise TypeError(f"model must be a GPTModel (with a GPTConfig .config), got {type(module).__name__}")
+    if not isinstance(config, (GPTConfig, ModernConfig)):
+        raise TypeError(f"model must be a GPTModel or a ModernGPT (with its config), got {type(module).__name__}")
     spec = None
     if tokenizer is not None:
         spec = tokenizer_spec(tokenizer)
@@ -339,7 +342,7 @@ def save_checkpoint(
 def _save_unlocked(
     target: Path,
     module: nn.Module,
-    config: GPTConfig,
+    config: GPTConfig | ModernConfig,
     optimizer: torch.optim.Optimizer | None,
     step: int | None,
     history: TrainHistory | None,
@@ -357,7 +360,9 @@ def _save_unlocked(
         )
     try:
         with atomic_folder(target) as tmp:
-            _write_json(tmp / CONFIG_FILE, config.to_dict())
+            # a ModernConfig (chapter 9) is marked, so that loading builds a ModernGPT
+            modern = {_ARCHITECTURE: "modern"} if isinstance(config, ModernConfig) else {}
+            _write_json(tmp / CONFIG_FILE, {**modern, **config.to_dict()})
             save_model(module, str(tmp / MODEL_FILE), metadata={"format": CHECKPOINT_FORMAT})
             optimizer_meta = None
             if rng_state is not None or optimizer is not None:
@@ -541,7 +546,12 @@ def read_checkpoint_info(path_dir: str | os.PathLike[str]) -> dict[str, Any]:
         )
     step, history = _check_meta(meta, folder / META_FILE)
     try:
-        config = GPTConfig.from_dict(_read_json(_verify(folder, CONFIG_FILE, meta)))
+        data = _read_json(_verify(folder, CONFIG_FILE, meta))
+        config: GPTConfig | ModernConfig
+        if isinstance(data, dict) and data.get(_ARCHITECTURE) == "modern":
+            config = ModernConfig.from_dict({k: v for k, v in data.items() if k != _ARCHITECTURE})
+        else:
+            config = GPTConfig.from_dict(data)
     except (KeyError, TypeError, ValueError) as err:
         if isinstance(err, CheckpointError):
             raise
@@ -591,7 +601,8 @@ def load_checkpoint(
         )
     if model is None:
         with torch.random.fork_rng(devices=[]):  # building it must not move the caller's random state
-            model = GPTModel(config, init="pytorch").to(map_location)
+            built = ModernGPT(config) if isinstance(config, ModernConfig) else GPTModel(config, init="pytorch")
+            model = built.to(map_location)
     module = _unwrap(model)
     meta = info.pop("meta")
     model_file = _verify(folder, MODEL_FILE, meta)

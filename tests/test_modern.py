@@ -261,3 +261,18 @@ def test_chat_command_with_a_qwen3_folder_and_offline_hub(
         download("qwen3-0.6b")
     assert main(["chat", "--model", "qwen3-0.6b", "--prompt", "Hello"]) == 2
     assert "--model FOLDER" in capsys.readouterr().err
+
+
+def test_a_modern_model_is_checkpointed_and_loaded_back(tmp_path: Path) -> None:
+    from companion.checkpoint import load_checkpoint
+
+    torch.manual_seed(0)
+    model = ModernGPT(ModernConfig(**TINY, n_kv_heads=2, qk_norm=True, tie_embeddings=True))
+    data = torch.arange(33).remainder(40).repeat(4, 1)
+    batches = [(data[:, :-1], data[:, 1:])] * 5
+    train(model, batches, None, max_steps=5, lr=1e-3, progress=False, checkpoint_dir=tmp_path / "run")
+    loaded, info = load_checkpoint(tmp_path / "run")
+    assert isinstance(loaded, ModernGPT) and info["config"] == model.config and info["step"] == 5
+    assert loaded.out_head.weight is loaded.tok_emb.weight  # still tied
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.eval()(data[:1, :10]), model.eval()(data[:1, :10]), rtol=0, atol=0)
