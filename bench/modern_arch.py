@@ -25,6 +25,7 @@ variant of seed 0, then of seed 1, ...) so that a busy period hits all variants.
 
     python bench/modern_arch.py --steps 800 --seeds 0 1 2      # appends to modern_arch.jsonl
     python bench/modern_arch.py --table                        # the table of bench/modern_arch.md
+    python bench/modern_arch.py --probe                        # seconds per step of each variant
 """
 
 from __future__ import annotations
@@ -108,6 +109,27 @@ def run(variant: str, seed: int, steps: int, data: Any, jsonl: Path) -> dict[str
     return row
 
 
+def probe(data: Any, *, steps: int = 10, rounds: int = 3) -> str:
+    """Seconds per training step of every variant: the fastest of ``rounds`` interleaved
+    runs of ``steps`` steps (so that a neighbour's burst on shared cores counts less)."""
+    best: dict[str, float] = {}
+    models = {}
+    for variant in VARIANTS:
+        torch.manual_seed(0)
+        models[variant] = ModernGPT(config_of(variant))
+    options = RECIPE.train_options(max_steps=steps, eval_every=10**6, progress=False)
+    for _ in range(rounds):
+        for variant, model in models.items():
+            optimizer = configure_optimizer(model, lr=RECIPE.lr)
+            start = time.perf_counter()
+            train(model, data.train_loader, None, options, optimizer=optimizer)
+            best[variant] = min(best.get(variant, math.inf), (time.perf_counter() - start) / steps)
+    base = best["gpt2"]
+    lines = ["| variant | ms per step (fastest of 3) | relative to gpt2 |", "| --- | ---: | ---: |"]
+    lines += [f"| {v} | {1000 * t:.0f} | {t / base:.2f} |" for v, t in best.items()]
+    return "\n".join(lines)
+
+
 def table(jsonl: Path) -> str:
     """Mean and spread over seeds per variant, and the paired difference to ``gpt2``."""
     rows = [json.loads(line) for line in jsonl.read_text().splitlines() if line.strip()]
@@ -140,6 +162,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--table", action="store_true", help="print the results so far")
+    parser.add_argument("--probe", action="store_true", help="only time a few steps of every variant")
     parser.add_argument("--jsonl", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     if args.table:
@@ -147,6 +170,9 @@ def main(argv: list[str] | None = None) -> None:
         return
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     data = prepare_data(RECIPE.replace(steps=args.steps), progress=False)
+    if args.probe:
+        print(probe(data))
+        return
     for seed in args.seeds:
         for variant in args.variants:
             row = run(variant, seed, args.steps, data, args.jsonl)
