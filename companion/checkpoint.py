@@ -6,7 +6,8 @@ on later. The book uses ``torch.save``, which pickles: loading a pickle can run 
 code. Here a checkpoint is data only:
 
 =============================  ==========================================================
-``config.json``                the ``GPTConfig`` (``to_dict``)
+``config.json``                the ``GPTConfig`` (``to_dict``), or a chapter 9
+                               ``ModernConfig`` marked ``"architecture": "modern"``
 ``model.safetensors``          the weights (``safetensors.torch.save_model``: a tied
                                output head is stored once)
 ``checkpoint.json``            format and version, step, ``TrainHistory``, ``extra``,
@@ -573,7 +574,8 @@ def load_checkpoint(
     Args:
         path_dir: The checkpoint folder.
         model: Load the weights into this model (its shapes are checked first). ``None``
-            builds a ``GPTModel`` from the saved config, on ``map_location``; it is
+            builds a ``GPTModel`` (a ``ModernGPT`` for a ``ModernConfig``) from the saved
+            config, on ``map_location``; it is
             returned in training mode, as PyTorch builds modules.
         optimizer: Load the saved optimizer state into it (same class, same parameter
             groups, built over the model's parameters).
