@@ -276,3 +276,26 @@ def test_a_modern_model_is_checkpointed_and_loaded_back(tmp_path: Path) -> None:
     assert loaded.out_head.weight is loaded.tok_emb.weight  # still tied
     with torch.no_grad():
         torch.testing.assert_close(loaded.eval()(data[:1, :10]), model.eval()(data[:1, :10]), rtol=0, atol=0)
+
+
+def test_the_hub_config_of_qwen3_0_6b_is_the_preset() -> None:
+    # Qwen/Qwen3-0.6B's config.json as published (written by transformers 4.51: rope_theta at
+    # the top level, rope_scaling null), the format the tiny checkpoints above do not cover
+    published = {
+        "architectures": ["Qwen3ForCausalLM"], "attention_bias": False, "attention_dropout": 0.0,
+        "bos_token_id": 151643, "eos_token_id": 151645, "head_dim": 128, "hidden_act": "silu",
+        "hidden_size": 1024, "initializer_range": 0.02, "intermediate_size": 3072,
+        "max_position_embeddings": 40960, "max_window_layers": 28, "model_type": "qwen3",
+        "num_attention_heads": 16, "num_hidden_layers": 28, "num_key_value_heads": 8,
+        "rms_norm_eps": 1e-06, "rope_scaling": None, "rope_theta": 1000000, "sliding_window": None,
+        "tie_word_embeddings": True, "torch_dtype": "bfloat16", "use_cache": True,
+        "use_sliding_window": False, "vocab_size": 151936,
+    }
+    assert config_from_hf(published) == PRESETS["qwen3-0.6b"]
+    assert config_from_hf(published, context_length=None).context_length == 40_960
+    with pytest.raises(ValueError, match="rope scaling 'yarn'"):
+        config_from_hf({**published, "rope_scaling": {"type": "yarn", "factor": 4.0}})
+    with pytest.raises(ValueError, match="rope scaling 'llama3'"):
+        config_from_hf({**published, "rope_scaling": {"rope_type": "llama3", "factor": 32.0}})
+    with pytest.raises(ValueError, match="rope scaling 'yarn'"):
+        config_from_hf({**published, "rope_parameters": {"rope_type": "yarn", "rope_theta": 1e6}})

@@ -83,7 +83,8 @@ def config_from_hf(hf: Mapping[str, Any], *, context_length: int | None = 4_096)
                          "(model_type 'qwen3') only")
     rope = hf.get("rope_parameters") or {}
     theta = rope.get("rope_theta", hf.get("rope_theta", 10_000.0))
-    scaling = rope.get("rope_type", "default") if rope else (hf.get("rope_scaling") or {}).get("type", "default")
+    old = hf.get("rope_scaling") or {}  # the format of transformers 4
+    scaling = rope.get("rope_type", "default") if rope else old.get("rope_type", old.get("type", "default"))
     if scaling != "default" or hf.get("use_sliding_window"):
         raise ValueError(f"rope scaling {scaling!r} / sliding window attention are not implemented here")
     max_len = int(hf["max_position_embeddings"])
