@@ -23,7 +23,7 @@ wall-clock budgets would measure the neighbours. The seconds each run took are
 recorded, so the per-step cost of each change is visible; runs are interleaved (every
 variant of seed 0, then of seed 1, ...) so that a busy period hits all variants.
 
-    python bench/modern_arch.py --steps 800 --seeds 0 1 2      # appends to modern_arch.jsonl
+    python bench/modern_arch.py --steps 300 --seeds 0 1 2 3    # appends to modern_arch.jsonl
     python bench/modern_arch.py --table                        # the table of bench/modern_arch.md
     python bench/modern_arch.py --probe                        # seconds per step of each variant
 """
@@ -158,7 +158,7 @@ def table(jsonl: Path) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=800, help="training steps of every run")
+    parser.add_argument("--steps", type=int, default=300, help="training steps of every run")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--table", action="store_true", help="print the results so far")
