@@ -32,6 +32,7 @@ import torch
 from companion.finetune.instruction import PROMPT_STYLES, eos_id_of, format_prompt
 from companion.generate import stream_text
 from companion.model import GPTModel
+from companion.modern.model import ModernGPT
 from companion.tokenizers import encode_text
 
 __all__ = ["Chat", "ChatSettings", "run_chat"]
@@ -68,17 +69,19 @@ class Chat:
     """A model to talk to (chapter 7, "Talking to the model").
 
     Args:
-        model: A ``GPTModel``.
+        model: A ``GPTModel`` (or a ``ModernGPT``, chapter 9).
         tokenizer: Its tokenizer (it must have ``<|endoftext|>``, where answers end).
         style: The prompt template the model was fine-tuned with (``"compact"`` or
-            ``"alpaca"``), or ``None`` to continue each message as plain text.
+            ``"alpaca"``), or ``None`` to continue each message as plain text, or a
+            function ``(message, input) -> prompt`` (a chat template, chapter 9).
         settings: The sampling settings to start with.
     """
 
     def __init__(
-        self, model: GPTModel, tokenizer: Any, *, style: str | None = "compact", settings: ChatSettings | None = None
+        self, model: GPTModel | ModernGPT, tokenizer: Any, *, style: str | Callable[[str, str], str] | None = "compact",
+        settings: ChatSettings | None = None
     ) -> None:
-        if style is not None and style not in PROMPT_STYLES:
+        if isinstance(style, str) and style not in PROMPT_STYLES:
             raise ValueError(f"style={style!r} is unknown; choose one of {PROMPT_STYLES} or None")
         self.model = model
         self.tokenizer = tokenizer
@@ -93,6 +96,8 @@ class Chat:
         without a template the message and input as they are."""
         if self.style is None:
             return f"{message}\n{input}" if input else message
+        if callable(self.style):  # a chat template, e.g. companion.modern.qwen3.chat_prompt
+            return self.style(message, input)
         return format_prompt({"instruction": message, "input": input}, self.style)  # type: ignore[arg-type]
 
     def reply(self, message: str, input: str = "") -> Iterator[str]:

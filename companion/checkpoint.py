@@ -6,7 +6,8 @@ on later. The book uses ``torch.save``, which pickles: loading a pickle can run 
 code. Here a checkpoint is data only:
 
 =============================  ==========================================================
-``config.json``                the ``GPTConfig`` (``to_dict``)
+``config.json``                the ``GPTConfig`` (``to_dict``), or a chapter 9
+                               ``ModernConfig`` marked ``"architecture": "modern"``
 ``model.safetensors``          the weights (``safetensors.torch.save_model``: a tied
                                output head is stored once)
 ``checkpoint.json``            format and version, step, ``TrainHistory``, ``extra``,
@@ -54,6 +55,8 @@ from companion.config import GPTConfig
 from companion.files import atomic_folder, folder_backups, folder_lock, recover_folder, sha256_of
 from companion.history import TrainHistory
 from companion.model import GPTModel
+from companion.modern.config import ModernConfig
+from companion.modern.model import ModernGPT
 from companion.tokenizers import BPETokenizer, gpt2_tokenizer
 
 __all__ = [
@@ -80,6 +83,7 @@ STATE_FILE = "training_state.safetensors"
 TOKENIZER_FILE = "tokenizer.json"
 
 _OPTIMIZER_PREFIX = "optimizer.state."
+_ARCHITECTURE = "architecture"  # config.json key of a ModernGPT's checkpoint (chapter 9)
 _RNG_PREFIX = "rng."
 
 
@@ -313,8 +317,8 @@ def save_checkpoint(
     target = Path(path_dir)
     module = _unwrap(model)
     config = getattr(module, "config", None)
-    if not isinstance(config, GPTConfig):
-        raise TypeError(f"model must be a GPTModel (with a GPTConfig .config), got {type(module).__name__}")
+    if not isinstance(config, (GPTConfig, ModernConfig)):
+        raise TypeError(f"model must be a GPTModel or a ModernGPT (with its config), got {type(module).__name__}")
     spec = None
     if tokenizer is not None:
         spec = tokenizer_spec(tokenizer)
@@ -339,7 +343,7 @@ def save_checkpoint(
 def _save_unlocked(
     target: Path,
     module: nn.Module,
-    config: GPTConfig,
+    config: GPTConfig | ModernConfig,
     optimizer: torch.optim.Optimizer | None,
     step: int | None,
     history: TrainHistory | None,
@@ -357,7 +361,9 @@ def _save_unlocked(
         )
     try:
         with atomic_folder(target) as tmp:
-            _write_json(tmp / CONFIG_FILE, config.to_dict())
+            # a ModernConfig (chapter 9) is marked, so that loading builds a ModernGPT
+            modern = {_ARCHITECTURE: "modern"} if isinstance(config, ModernConfig) else {}
+            _write_json(tmp / CONFIG_FILE, {**modern, **config.to_dict()})
             save_model(module, str(tmp / MODEL_FILE), metadata={"format": CHECKPOINT_FORMAT})
             optimizer_meta = None
             if rng_state is not None or optimizer is not None:
@@ -541,7 +547,12 @@ def read_checkpoint_info(path_dir: str | os.PathLike[str]) -> dict[str, Any]:
         )
     step, history = _check_meta(meta, folder / META_FILE)
     try:
-        config = GPTConfig.from_dict(_read_json(_verify(folder, CONFIG_FILE, meta)))
+        data = _read_json(_verify(folder, CONFIG_FILE, meta))
+        config: GPTConfig | ModernConfig
+        if isinstance(data, dict) and data.get(_ARCHITECTURE) == "modern":
+            config = ModernConfig.from_dict({k: v for k, v in data.items() if k != _ARCHITECTURE})
+        else:
+            config = GPTConfig.from_dict(data)
     except (KeyError, TypeError, ValueError) as err:
         if isinstance(err, CheckpointError):
             raise
@@ -563,7 +574,8 @@ def load_checkpoint(
     Args:
         path_dir: The checkpoint folder.
         model: Load the weights into this model (its shapes are checked first). ``None``
-            builds a ``GPTModel`` from the saved config, on ``map_location``; it is
+            builds a ``GPTModel`` (a ``ModernGPT`` for a ``ModernConfig``) from the saved
+            config, on ``map_location``; it is
             returned in training mode, as PyTorch builds modules.
         optimizer: Load the saved optimizer state into it (same class, same parameter
             groups, built over the model's parameters).
@@ -591,7 +603,8 @@ def load_checkpoint(
         )
     if model is None:
         with torch.random.fork_rng(devices=[]):  # building it must not move the caller's random state
-            model = GPTModel(config, init="pytorch").to(map_location)
+            built = ModernGPT(config) if isinstance(config, ModernConfig) else GPTModel(config, init="pytorch")
+            model = built.to(map_location)
     module = _unwrap(model)
     meta = info.pop("meta")
     model_file = _verify(folder, MODEL_FILE, meta)

@@ -108,8 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     ch.add_argument("--model", default="shakespeare-tasks", metavar="NAME_OR_DIR",
-                    help=f"a course model ({models}) or a checkpoint folder from chapters 5 to 7 "
-                         "(default shakespeare-tasks)")
+                    help=f"a course model ({models}), qwen3-0.6b (downloaded from the Hugging Face hub, "
+                         "chapter 9) or a checkpoint folder (default shakespeare-tasks)")
     ch.add_argument("--prompt", default=None, metavar="TEXT", help="answer this message, print the answer and exit")
     ch.add_argument("--input", default="", metavar="TEXT", help="the input of the --prompt instruction, if it has one")
     ch.add_argument("--template", choices=("auto", "compact", "alpaca", "none"), default="auto",
@@ -183,7 +183,7 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _chat_model(source: str) -> tuple[Any, Any, str | None, str]:
+def _chat_model(source: str) -> tuple[Any, Any, Any, str]:
     """The model, tokenizer, template and a name for ``companion chat --model``."""
     from companion import list_models, pretrained
     from companion.checkpoint import load_checkpoint
@@ -192,9 +192,18 @@ def _chat_model(source: str) -> tuple[Any, Any, str | None, str]:
         found = pretrained(source)
         return found.model, found.tokenizer, found.info.get("prompt_style"), source
     path = Path(source).expanduser()
+    from companion.modern import qwen3  # chapter 9: an open model from the Hugging Face hub
+
+    if source in qwen3.HUB_MODELS or qwen3.is_qwen3_folder(path):
+        try:
+            folder = qwen3.download(source) if source in qwen3.HUB_MODELS else path
+        except ConnectionError as err:
+            raise _UsageError(str(err)) from err
+        qwen, qwen_tokenizer = qwen3.load_qwen3_folder(folder)
+        return qwen, qwen_tokenizer, qwen3.chat_prompt, source
     if not path.exists():
-        raise _UsageError(f"--model {source!r} is neither a course model ({', '.join(list_models())}) "
-                          "nor an existing checkpoint folder")
+        raise _UsageError(f"--model {source!r} is neither a course model ({', '.join(list_models())}), "
+                          f"a hub model ({', '.join(qwen3.HUB_MODELS)}) nor an existing checkpoint folder")
     model, meta = load_checkpoint(path)
     if meta["tokenizer"] is None:
         raise _UsageError(f"the checkpoint {path} holds no tokenizer; chat needs the model's own")
@@ -218,7 +227,8 @@ def _chat(args: argparse.Namespace) -> int:
         except ValueError as err:
             raise _UsageError(f"--prompt: {err}") from err
         return 0
-    template = f"the {style} template" if style else "no template (the model continues your text)"
+    template = ("its chat template" if callable(style) else f"the {style} template" if style
+                else "no template (the model continues your text)")
     greeting = (f"{name}: {template}; {chat.describe()}.\n"
                 "Type a message (an input after ' | '), /help for commands, Ctrl-D to leave.")
     return run_chat(chat, greeting=greeting)

@@ -31,6 +31,7 @@ import torch
 from torch import Tensor
 
 from companion.model import GPTModel, ModelCache, eval_mode
+from companion.modern.model import ModernGPT
 from companion.tokenizers import encode_text
 
 __all__ = [
@@ -180,7 +181,7 @@ def _check_sampling(max_new_tokens: Any, temperature: Any, top_k: Any, top_p: An
 # --------------------------------------------------------------------------- #
 # The loop
 # --------------------------------------------------------------------------- #
-def _context_logits(model: GPTModel, idx: Tensor, cache: ModelCache | None) -> Tensor:
+def _context_logits(model: GPTModel | ModernGPT, idx: Tensor, cache: ModelCache | None) -> Tensor:
     """Logits ``(B, V)`` for the token after ``idx``, reading only what the cache lacks.
 
     Without a cache the last ``context_length`` tokens are re-read. With one, only the
@@ -201,7 +202,7 @@ def _context_logits(model: GPTModel, idx: Tensor, cache: ModelCache | None) -> T
 
 
 def generate(
-    model: GPTModel,
+    model: GPTModel | ModernGPT,
     idx: Tensor,
     max_new_tokens: int,
     *,
@@ -234,7 +235,7 @@ def generate(
     tensor allocated up front rather than grown by a concatenation per token.
 
     Args:
-        model: A ``GPTModel``.
+        model: A ``GPTModel`` or a ``ModernGPT`` (chapter 9).
         idx: ``(B, T)`` long token ids, on the model's device; every row has ``T`` tokens.
         max_new_tokens: Most tokens to add.
         temperature: 0 for greedy decoding; above 0 to sample.
@@ -291,7 +292,7 @@ def generate(
 
 
 def generate_text(
-    model: GPTModel,
+    model: GPTModel | ModernGPT,
     tokenizer: Any,
     prompt: str,
     max_new_tokens: int = 50,
@@ -338,7 +339,7 @@ def generate_text(
 # Streaming: one token at a time, for a chat
 # --------------------------------------------------------------------------- #
 def stream_tokens(
-    model: GPTModel,
+    model: GPTModel | ModernGPT,
     prompt_ids: Sequence[int],
     max_new_tokens: int,
     *,
@@ -385,7 +386,7 @@ def stream_tokens(
 
 
 def stream_text(
-    model: GPTModel,
+    model: GPTModel | ModernGPT,
     tokenizer: Any,
     prompt: str,
     max_new_tokens: int = 50,

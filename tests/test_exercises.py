@@ -39,7 +39,7 @@ from companion.exercises import (
 )
 from companion.exercises.runner import check_file
 
-CHAPTERS = ["ch01", "ch02", "ch03", "ch04", "ch05", "ch06", "ch07", "ch08", "appa", "appb"]
+CHAPTERS = ["ch01", "ch02", "ch03", "ch04", "ch05", "ch06", "ch07", "ch08", "ch09", "appa", "appb"]
 ALL = [name for chapter in CHAPTERS for name in chapter_exercises(chapter)]
 
 
@@ -465,6 +465,44 @@ def test_ch07_nearest_rejects_comparing_instructions_only_and_returning_the_prom
 
 
 # ----------------------------------------------------------------------------- appendix A
+def test_ch09_count_rejects_forgetting_the_tied_head_and_grouped_keys() -> None:
+    from companion.exercises.ch09 import count_params
+
+    def untied_always(cfg):  # type: ignore[no-untyped-def]
+        return count_params(cfg.replace(tie_embeddings=False))
+
+    def keys_as_wide_as_queries(cfg):  # type: ignore[no-untyped-def]
+        return count_params(cfg.replace(n_kv_heads=None))
+
+    rejects("ch09-count", untied_always, "a tied head", "counted once")
+    rejects("ch09-count", keys_as_wide_as_queries, "n_kv_heads=2", "+2,048")
+
+
+def test_ch09_rotate_rejects_absolute_angles_and_interleaved_pairs() -> None:
+    import torch
+
+    from companion.exercises.ch09 import rotate
+
+    def interleaved(x: torch.Tensor, position: int, theta: float = 10_000.0) -> torch.Tensor:
+        D = x.shape[-1]
+        angle = position * theta ** (-torch.arange(D // 2, dtype=torch.float32) * 2 / D)
+        even, odd = x[0::2], x[1::2]
+        out = torch.empty_like(x)
+        out[0::2] = even * torch.cos(angle) - odd * torch.sin(angle)
+        out[1::2] = odd * torch.cos(angle) + even * torch.sin(angle)
+        return out
+
+    rejects("ch09-rotate", interleaved, "pair i is channels i and i + D/2")
+    rejects("ch09-rotate", lambda x, position, theta=10_000.0: x * (1 + position), "keeps the vector's length")
+    rejects("ch09-rotate", lambda x, position, theta=10_000.0: rotate(x, position + 1, theta),
+            "position 0 must leave the vector unchanged")
+
+
+def test_ch09_repeat_kv_rejects_tiling_instead_of_grouping() -> None:
+    rejects("ch09-repeat-kv", lambda k, n_heads: k.repeat(1, n_heads // k.shape[1], 1, 1),
+            "query head 1 must see key head 0")
+
+
 def test_appa_broadcast_rejects_lining_up_from_the_left() -> None:
     def from_the_left(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
         n = max(len(a), len(b))
@@ -611,6 +649,7 @@ BOOK = Path(__file__).resolve().parents[1] / "book"
 NOTEBOOKS = {"ch01": "ch01_understanding_llms", "ch02": "ch02_working_with_text", "ch03": "ch03_attention",
              "ch04": "ch04_gpt_model", "ch05": "ch05_pretraining", "ch06": "ch06_finetune_classification",
              "ch07": "ch07_finetune_instructions", "ch08": "ch08_alignment",
+             "ch09": "ch09_modern_architectures",
              "appa": "appendix_a_pytorch", "appb": "appendix_lora"}
 
 
