@@ -212,14 +212,14 @@ def training_stages() -> Figure:
 
 
 def course_plan() -> Figure:
-    """The course's three stages and the chapters in each (chapter 1)."""
+    """The course's four stages and the chapters in each (chapter 1)."""
     boxes = [
-        Box("s1", 0.9, 0, "Stage 1:\nthe building blocks\nch. 2 text data\nch. 3 attention", "data", 1.8, 1.0),
-        Box("s2", 3.25, 0, "Stage 2:\na foundation model\nch. 4 the GPT model\nch. 5 pretraining", "model",
-            1.8, 1.0),
-        Box("s3", 5.6, 0, "Stage 3:\nfine-tuning\nch. 6 a classifier\nch. 7 an assistant", "result", 1.8, 1.0),
+        Box("s1", 0.78, 0, "Stage 1:\nthe building\nblocks\nch. 2 text data\nch. 3 attention", "data", 1.5, 1.2),
+        Box("s2", 2.45, 0, "Stage 2:\na foundation\nmodel\nch. 4 the GPT\nch. 5 pretraining", "model", 1.5, 1.2),
+        Box("s3", 4.12, 0, "Stage 3:\nfine-tuning\n\nch. 6 a classifier\nch. 7 an assistant", "result", 1.5, 1.2),
+        Box("s4", 5.79, 0, "Stage 4:\nbeyond\n\nch. 8 alignment\nch. 9 today's\nmodels", "result", 1.5, 1.2),
     ]
-    return draw(boxes, [("s1", "s2"), ("s2", "s3")])
+    return draw(boxes, [("s1", "s2"), ("s2", "s3"), ("s3", "s4")])
 
 
 def transformer_families() -> Figure:
