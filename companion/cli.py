@@ -162,6 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
                      help="continue from the checkpoint in --out if there is one (default); "
                           "--no-resume starts afresh and overwrites it")
+    opt.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                     help="auto: bfloat16 autocast where the hardware has it natively, else float32 "
+                          "(default); fp32 reproduces the shipped models")
     tr.add_argument("--quiet", action="store_true", help="print only the final summary (no progress)")
     tr.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto",
                     help="where to train; auto picks a CUDA GPU (LOCAL_RANK's under torchrun), else "
@@ -442,7 +445,8 @@ def _train_recipe(args: argparse.Namespace, main: bool) -> int:
 
     device = pick_device(None if args.device == "auto" else args.device)
     result = train_recipe(recipe, device=device, progress=not quiet, checkpoint_dir=args.out,
-                          checkpoint_every=args.checkpoint_every, resume=args.resume, callback=report)
+                          checkpoint_every=args.checkpoint_every, resume=args.resume, callback=report,
+                          precision=args.precision, head_impl="fused")
     info = result.info
     say(f"done: {info['steps']} steps in {info['train_seconds']:.1f} s; validation loss "
           f"{info['val_loss']:.4f} nats/token, {info['val_nats_per_char']:.4f} nats/char; "

@@ -61,10 +61,12 @@ from companion.checkpoint import (
 from companion.config import GPTConfig
 from companion.data import DATASETS, SlidingWindowDataset, read_text
 from companion.files import cache_folder, sha256_of
+from companion.fused import HeadImpl
 from companion.history import TrainHistory
 from companion.losses import evaluate_text
 from companion.model import GPTModel, num_parameters
 from companion.optim import configure_optimizer
+from companion.precision import Precision
 from companion.tokenizers import BPETokenizer, encode_text, gpt2_tokenizer
 from companion.train import TrainOptions, train
 
@@ -421,6 +423,8 @@ def train_recipe(
     resume: bool = True,
     callback: Callable[[int, TrainHistory], None] | None = None,
     device: str | torch.device = "cpu",
+    precision: Precision = "fp32",
+    head_impl: HeadImpl = "manual",
 ) -> Pretrained:
     """Train a recipe from scratch (chapter 5, "A model that really learns") and
     measure it.
@@ -438,6 +442,9 @@ def train_recipe(
         callback: Passed to ``train``.
         device: Where to train (``companion.devices.pick_device()`` picks the best one). The
             weights are initialised on the CPU first, so a seed gives the same start anywhere.
+        precision: ``TrainOptions.precision``; ``"fp32"`` (default) reproduces the shipped models.
+        head_impl: ``"manual"`` (default) or ``"fused"``, the model's loss path
+            (``companion.fused``): the same function, not the same bits.
 
     Returns:
         The ``Pretrained`` model (``info["source"] == "trained"``), on the CPU.
@@ -450,12 +457,13 @@ def train_recipe(
     data = prepare_data(recipe, progress=progress)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(recipe.seed)
-        model = GPTModel(recipe.config, init="gpt2" if recipe.gpt2_init else "pytorch")
+        model = GPTModel(recipe.config, init="gpt2" if recipe.gpt2_init else "pytorch", head_impl=head_impl)
     model.to(device)
     optimizer = configure_optimizer(model, lr=recipe.lr, weight_decay=recipe.weight_decay, betas=recipe.betas)
     extra = {"recipe": recipe.to_dict(), "recipe_key": key}
     options = recipe.train_options(
-        progress=progress, checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every, resume=resume
+        progress=progress, checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every, resume=resume,
+        precision=precision,
     )
     history = train(model, data.train_loader, data.val_loader, options, optimizer=optimizer,
                     tokenizer=data.tokenizer, checkpoint_extra=extra, callback=callback)
