@@ -98,7 +98,7 @@ def report(results: dict[str, dict[str, Any]], steps: int, window: int) -> str:
                 continue
             diffs = [abs(x - y) for x, y in zip(a, b, strict=True)]
             val = [abs(x - y) for x, y in zip(ref["val_loss"], res["val_loss"], strict=False)]
-            gaps = (f"{max(diffs):.3f}", f"{max(val):.3f}", f"{sum(diffs) / len(diffs):.3f}")
+            gaps = (f"{max(diffs):.3f}", f"{max(val):.3f}" if val else "-", f"{sum(diffs) / len(diffs):.3f}")
         done = len(res["batch_losses"])
         label = name if done == steps else f"{name} (stopped at step {done})"
         final = f"{res['val_loss'][-1]:.3f}" if res["val_loss"] else "-"

@@ -25,7 +25,7 @@ TRAIN_OPTIONS = [
 ]
 GENERATE_OPTIONS = [
     "--checkpoint", "--pretrained", "--prompt", "--max-tokens", "--temperature", "--top-k", "--top-p",
-    "--seed", "--stop-at-eos", "--no-cache",
+    "--seed", "--stop-at-eos", "--no-cache", "--weights",
 ]
 
 
