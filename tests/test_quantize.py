@@ -24,7 +24,7 @@ def _teacher_forced(model, ids):  # type: ignore[no-untyped-def]
     return float(loss), logits.argmax(-1)
 
 
-@pytest.mark.parametrize(("weights", "loss_band", "agreement"), [("int8", 0.01, 0.95), ("bf16", 0.01, 0.95)])
+@pytest.mark.parametrize(("weights", "loss_band", "agreement"), [("int8", 0.01, 0.9), ("bf16", 0.01, 0.95)])
 def test_quality_against_float32_on_held_out_text(shipped, weights: str, loss_band: float,  # type: ignore[no-untyped-def]
                                                   agreement: float) -> None:
     text = "ROMEO:\nBut soft, what light through yonder window breaks?\nIt is the east, and Juliet is the sun."
