@@ -196,8 +196,14 @@ class TrainOptions:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        """The options as JSON data (a path as a string)."""
+        """The options as JSON data (a path as a string).
+
+        ``precision`` is left out at its default, ``"fp32"``: the options of every run made
+        before it existed, and the recipe keys hashed from them, stay as they were.
+        """
         data = dataclasses.asdict(self)
+        if data["precision"] == "fp32":
+            del data["precision"]
         data["betas"] = list(self.betas)
         if data["checkpoint_dir"] is not None:
             data["checkpoint_dir"] = str(data["checkpoint_dir"])

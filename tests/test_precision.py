@@ -66,7 +66,9 @@ def test_the_option_carries_its_choices_for_the_command_line() -> None:
     field = {f.name: f for f in dataclasses.fields(TrainOptions)}["precision"]
     assert field.default == "fp32"
     assert tuple(field.metadata["choices"]) == ("auto", "fp32", "bf16")
-    assert TrainOptions().to_dict()["precision"] == "fp32"
+    assert "precision" not in TrainOptions().to_dict()  # recipe keys hashed from the options stay as they were
+    assert TrainOptions(precision="bf16").to_dict()["precision"] == "bf16"
+    assert TrainOptions(**TrainOptions().to_dict()) == TrainOptions()
 
 
 def test_shipped_recipes_train_in_float32_whatever_the_machine() -> None:
