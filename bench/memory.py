@@ -122,13 +122,15 @@ def measure(name: str) -> dict[str, Any]:
     return dict(json.loads(child.stdout.strip().splitlines()[-1]))
 
 
-def table(names: list[str] | None = None) -> str:
+def table(names: list[str] | None = None, progress: bool = False) -> str:
     rows = ["| case | peak resident MB | one step's own peak MB (above the resident before it) |",
             "| --- | ---: | ---: |"]
     results = {}
     for name in names or list(CASES):
         res = measure(name)
         results[name] = res
+        if progress:
+            print(f"  ({name}: {res})", file=sys.stderr, flush=True)
         if "error" in res:
             rows.append(f"| {name} | failed: {res['error']} | |")
             continue
@@ -150,7 +152,7 @@ def main() -> None:
     if args.case is not None:
         print(json.dumps(run_case(args.case)))
         return
-    print(table())
+    print(table(progress=True))
 
 
 if __name__ == "__main__":
