@@ -25,7 +25,7 @@ import math
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 __all__ = ["build_parser", "main"]
 
@@ -449,9 +449,11 @@ def _train_recipe(args: argparse.Namespace, main: bool) -> int:
     from companion.devices import pick_device
 
     device = pick_device(None if args.device == "auto" else args.device)
+    # the fused head pays with a large vocabulary (GPT-2's), not with a course BPE's (bench/run.py)
+    head: Literal["fused", "manual"] = "fused" if recipe.config.vocab_size >= 16_384 else "manual"
     result = train_recipe(recipe, device=device, progress=not quiet, checkpoint_dir=args.out,
                           checkpoint_every=args.checkpoint_every, resume=args.resume, callback=report,
-                          precision=args.precision, head_impl="fused")
+                          precision=args.precision, head_impl=head)
     info = result.info
     say(f"done: {info['steps']} steps in {info['train_seconds']:.1f} s; validation loss "
           f"{info['val_loss']:.4f} nats/token, {info['val_nats_per_char']:.4f} nats/char; "
