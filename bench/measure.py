@@ -121,19 +121,24 @@ def training_task(
     *,
     bf16: bool = False,
     seconds: float = 2.0,
+    targets_in_forward: bool = False,
 ) -> Callable[[], float]:
     """A task for ``interleave``: a few training steps, returning tokens/s.
 
     One step is forward, cross-entropy, backward and ``optimizer.step()``, as every
-    model's users write it. Two warm-up steps are taken now; the number of steps per
+    model's users write it (``targets_in_forward``: ``forward(inputs, targets=targets)``
+    returns the loss itself, as companion's fused head does). Two warm-up steps are taken now; the number of steps per
     measurement is set so one measurement lasts about ``seconds``.
     """
     inputs, targets = batch
 
     def step() -> None:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            logits = forward(inputs)
-            loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+            if targets_in_forward:
+                loss = forward(inputs, targets=targets)  # type: ignore[call-arg]
+            else:
+                logits = forward(inputs)
+                loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -58,11 +58,13 @@ from companion.config import GPTConfig
 from companion.generate import generate
 from companion.model import GPTModel
 from companion.optim import configure_optimizer
+from companion.precision import native_bf16
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPES = (Shape(50257, 128, 128, 4, 4), Shape(50257, 256, 384, 6, 6), Shape(4096, 256, 384, 6, 6))
 BATCH = 8
 LR = 4e-4
+NATIVE_BF16 = native_bf16()
 
 
 def out(line: str = "") -> None:
@@ -83,16 +85,20 @@ def training_group(shape: Shape, tied: bool, rounds: int, seconds: float) -> dic
     batch = (torch.randint(0, shape.V, (BATCH, shape.T), generator=gen),
              torch.randint(0, shape.V, (BATCH, shape.T), generator=gen))
     tasks, flops = {}, {}
-    variants: list[tuple[str, dict[str, Any]]] = [("companion", {}), ("companion bf16", {"bf16": True})]
+    variants: list[tuple[str, dict[str, Any]]] = [("companion", {}), ("companion fused", {"fused": True})]
+    if NATIVE_BF16:  # emulated bfloat16 is ~100x slower than float32: not worth a row
+        variants += [("companion bf16", {"bf16": True}), ("companion fused bf16", {"fused": True, "bf16": True})]
     if tied:
         variants.insert(1, ("companion readable", {"readable": True}))
     for name, options in variants:
         torch.manual_seed(0)
-        model = GPTModel(companion_cfg(shape, tied), layer_impl="manual" if options.get("readable") else "fused")
+        model = GPTModel(companion_cfg(shape, tied), layer_impl="manual" if options.get("readable") else "fused",
+                         head_impl="fused" if options.get("fused") else "manual")
         if options.get("readable"):
             model.set_attention_impl("manual")
         optimizer = configure_optimizer(model, lr=LR, weight_decay=0.1)
-        tasks[name] = training_task(model, optimizer, batch, bf16=options.get("bf16", False), seconds=seconds)
+        tasks[name] = training_task(model, optimizer, batch, bf16=options.get("bf16", False), seconds=seconds,
+                                    targets_in_forward=bool(options.get("fused")))
         flops[name] = flops_per_token(model, shape.L, shape.T, shape.C)
     for name, build in (PEERS_TIED if tied else PEERS_UNTIED).items():
         try:
@@ -121,24 +127,33 @@ def training_section(probes: Probes, rounds: int, seconds: float, shapes: tuple[
         if i == 0:
             probes.take("after the first shape")
     peak = probes.peak_gflops * 1e9
-    out("| shape (B=8) | head | companion | best peer | peer tok/s | ratio | MFU companion | MFU peer "
-        "| readable path | bf16 autocast |")
-    out("| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    out("| shape (B=8) | head | companion | fused head | best peer | peer tok/s | ratio | fused ratio "
+        "| MFU fused | MFU peer | readable path | bf16 autocast | fused + bf16 (default path) |")
+    out("| --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+
+    def cell(result: dict[str, float] | None, base: float | None = None) -> str:
+        if result is None:
+            return "-"
+        return f"{result['tok_s']:,.0f}" + ("" if base is None else f" ({result['tok_s'] / base:.2f}x)")
+
     for row in rows:
         res = row["results"]
-        ours = res["companion"]
+        ours, fused = res["companion"], res["companion fused"]
         peers = {k: v for k, v in res.items() if not k.startswith("companion")}
         best = max(peers, key=lambda k: peers[k]["tok_s"]) if peers else None
         peer_rate = peers[best]["tok_s"] if best else float("nan")
-        readable = res.get("companion readable")
-        readable_cell = "-" if readable is None else f"{readable['tok_s']:,.0f}"
-        out(f"| {row['shape']} | {'tied' if row['tied'] else 'untied'} | {ours['tok_s']:,.0f} | {best or '-'} | "
-            f"{peer_rate:,.0f} | **{ours['tok_s'] / peer_rate:.2f}x** | "
-            f"{ours['tok_s'] * ours['flops'] / peak:.0%} | "
+        out(f"| {row['shape']} | {'tied' if row['tied'] else 'untied'} | {ours['tok_s']:,.0f} | "
+            f"{fused['tok_s']:,.0f} | {best or '-'} | {peer_rate:,.0f} | {ours['tok_s'] / peer_rate:.2f}x | "
+            f"**{fused['tok_s'] / peer_rate:.2f}x** | {fused['tok_s'] * fused['flops'] / peak:.0%} | "
             f"{(peer_rate * peers[best]['flops'] / peak) if best else float('nan'):.0%} | "
-            f"{readable_cell} | "
-            f"{res['companion bf16']['tok_s']:,.0f} ({res['companion bf16']['tok_s'] / ours['tok_s']:.2f}x) |")
+            f"{cell(res.get('companion readable'))} | {cell(res.get('companion bf16'), peer_rate)} | "
+            f"{cell(res.get('companion fused bf16'), peer_rate)} |")
     out()
+    if not NATIVE_BF16:
+        out("This CPU has no native bfloat16 (`companion.precision.native_bf16()` is False): `precision='auto'` "
+            "trains in float32 here, so the default path is the fused head in float32, and the bf16 columns "
+            "are not measured (emulated bfloat16 runs about 100x slower than float32).")
+        out()
     out("Every peer, tokens/s (median of the rounds; max/min spread of the rounds in brackets):")
     out()
     for row in rows:
@@ -160,6 +175,11 @@ def bf16_curve(steps: int) -> None:
 
     out(f"## bfloat16 autocast: the loss curve against float32 ({steps} steps of chapter 5's model)")
     out()
+    if not NATIVE_BF16:
+        out("Skipped: no native bfloat16 on this CPU (emulated, a step takes ~12x float32's). The long "
+            "comparison is `bench/bf16_curve.py`, its last result in `bench/bf16_curve.md`.")
+        out()
+        return
     recipe = RECIPES["shakespeare-small"]
     data = prepare_data(recipe, progress=False)
     batches = []
@@ -284,6 +304,15 @@ def trap_section(rounds: int) -> None:
 # --------------------------------------------------------------------------- #
 # Generation
 # --------------------------------------------------------------------------- #
+def memory_section() -> None:
+    from memory import table
+
+    out("## Peak resident memory (each case in a fresh process)")
+    out()
+    out(table())
+    out()
+
+
 def generation_section(probes: Probes, rounds: int, new_tokens: int) -> None:
     import transformers
 
@@ -300,15 +329,21 @@ def generation_section(probes: Probes, rounds: int, new_tokens: int) -> None:
     ours = GPTModel(cfg)
     ours.load_state_dict(gpt2_state_dict_from_hf(hf.state_dict(), cfg))
     ours.eval()
+    from companion.quantize import for_decoding
+
+    variants = {"companion": ours, "companion int8": for_decoding(ours, "int8"),
+                "companion bf16 weights": for_decoding(ours, "bf16")}
     rows = []
     for batch in (1, 8):
         prompt = torch.randint(0, 50257, (batch, 10), generator=torch.Generator().manual_seed(batch))
         results: dict[str, torch.Tensor] = {}
 
-        def ours_task(prompt: torch.Tensor = prompt, results: dict[str, torch.Tensor] = results) -> float:
-            start = time.perf_counter()
-            results["companion"] = generate(ours, prompt, new_tokens)
-            return prompt.numel() // 10 * new_tokens / (time.perf_counter() - start)
+        def ours_task(name: str, prompt: torch.Tensor = prompt, results: dict[str, torch.Tensor] = results) -> Any:
+            def task() -> float:
+                start = time.perf_counter()
+                results[name] = generate(variants[name], prompt, new_tokens)
+                return prompt.numel() // 10 * new_tokens / (time.perf_counter() - start)
+            return task
 
         def hf_task(prompt: torch.Tensor = prompt, results: dict[str, torch.Tensor] = results) -> float:
             start = time.perf_counter()
@@ -317,25 +352,40 @@ def generation_section(probes: Probes, rounds: int, new_tokens: int) -> None:
                                             max_new_tokens=new_tokens)
             return prompt.numel() // 10 * new_tokens / (time.perf_counter() - start)
 
-        generate(ours, prompt, 4)  # warm up both
+        for model in variants.values():  # warm up every contender
+            generate(model, prompt, 4)
         hf.generate(prompt, attention_mask=torch.ones_like(prompt), do_sample=False, max_new_tokens=4)
-        rates = {k: median(v) for k, v in interleave({"companion": ours_task, "hf": hf_task}, rounds).items()}
+        tasks = {name: ours_task(name) for name in variants} | {"hf": hf_task}
+        rates = {k: median(v) for k, v in interleave(tasks, rounds).items()}
         same_hf = torch.equal(results["companion"], results["hf"])
         check = min(new_tokens, 40)
         uncached = generate(ours, prompt, check, use_cache=False)
         same_uncached = torch.equal(uncached, results["companion"][:, : 10 + check])
-        rows.append((batch, rates, same_hf, same_uncached, check))
+        agree = {name: float((results[name][:, 10:] == results["companion"][:, 10:]).float().mean())
+                 for name in variants if name != "companion"}
+        rows.append((batch, rates, same_hf, same_uncached, check, agree))
     limit = probes.decode_limit
     out(f"Ceiling at batch 1: {limit:.1f} tokens/s (matrix-vector passes/s over {probes.numel / 1e6:.1f}M "
         "float32 weights, the median probe).")
     out()
     out("| batch | companion tok/s | HF tok/s | ratio | share of the ceiling | same tokens as HF | "
-        "same as uncached |")
-    out("| ---: | ---: | ---: | ---: | ---: | --- | --- |")
-    for batch, rates, same_hf, same_uncached, check in rows:
+        "same as uncached | int8 tok/s (vs HF) | bf16 weights tok/s (vs HF) |")
+    out("| ---: | ---: | ---: | ---: | ---: | --- | --- | ---: | ---: |")
+    for batch, rates, same_hf, same_uncached, check, _ in rows:
         share = f"{rates['companion'] / limit:.0%}" if batch == 1 else "-"
         out(f"| {batch} | {rates['companion']:,.1f} | {rates['hf']:,.1f} | **{rates['companion'] / rates['hf']:.2f}x** "
-            f"| {share} | {'yes' if same_hf else 'NO'} | {'yes' if same_uncached else 'NO'} (first {check}) |")
+            f"| {share} | {'yes' if same_hf else 'NO'} | {'yes' if same_uncached else 'NO'} (first {check}) | "
+            f"{rates['companion int8']:,.1f} (**{rates['companion int8'] / rates['hf']:.2f}x**) | "
+            f"{rates['companion bf16 weights']:,.1f} ({rates['companion bf16 weights'] / rates['hf']:.2f}x) |")
+    out()
+    out("Random weights decode greedily into repetitive text, so the share of generated tokens that int8 "
+        "and bf16 weights keep equal to float32's is only a rough signal: "
+        + "; ".join(f"batch {b}: " + ", ".join(f"{k.removeprefix('companion ')} {v:.0%}" for k, v in a.items())
+                    for b, _, _, _, _, a in rows) + ". Quality on real text, with trained weights:")
+    out()
+    from decode_quality import quality_table
+
+    out(quality_table(4096))
     out()
 
 
@@ -434,7 +484,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="fewer rounds, shorter measurements")
     parser.add_argument("--rounds", type=int, help="rounds per interleaved comparison (default 3; 2 with --quick)")
     parser.add_argument("--skip", default="", help="comma-separated sections to skip: "
-                        "train,bf16,trap,generate,bpe")
+                        "train,bf16,trap,generate,memory,bpe")
     parser.add_argument("--notebooks", action="store_true", help="time pytest --nbval on every notebook")
     parser.add_argument("--book", action="store_true", help="time the book build")
     args = parser.parse_args(argv)
@@ -462,6 +512,8 @@ def main(argv: list[str] | None = None) -> None:
     if "generate" not in skip:
         generation_section(probes, rounds, 50 if args.quick else 200)
     probes.take("end")
+    if "memory" not in skip:
+        memory_section()
     if "bpe" not in skip:
         bpe_section(args.quick)
     if args.notebooks or args.book:

@@ -92,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="stop at the tokenizer's <|endoftext|> token")
     ge.add_argument("--no-cache", action="store_true",
                     help="re-read the whole context at every step instead of using the KV cache")
+    ge.add_argument("--weights", choices=("fp32", "bf16", "int8"), default="fp32",
+                    help="decode with the weights in float32 (default), bfloat16, or int8 linear layers "
+                         "(fewer bytes per token; see companion.quantize)")
 
     # ------------------------------------------------------------------ chat
     from companion import list_models
@@ -121,6 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="sample only among the K most likely tokens")
     ch.add_argument("--max-tokens", type=positive, default=64, metavar="N", help="longest answer (default 64)")
     ch.add_argument("--seed", type=non_negative, default=123, metavar="N", help="seed of the sampling (default 123)")
+    ch.add_argument("--weights", choices=("fp32", "bf16", "int8"), default="fp32",
+                    help="answer with the weights in float32 (default), bfloat16, or int8 linear layers")
 
     instruct.add_command(commands)  # finetune-instructions
     classify.add_command(commands)  # finetune-classifier
@@ -176,6 +181,10 @@ def _generate(args: argparse.Namespace) -> int:
         raise _UsageError(f"--prompt: {err}") from err
     if not prompt_ok:
         raise _UsageError("--prompt must not be empty")
+    if args.weights != "fp32":
+        from companion.quantize import for_decoding
+
+        model = for_decoding(model, args.weights)
     text = generate_text(model, tokenizer, args.prompt, args.max_tokens, temperature=args.temperature,
                          top_k=args.top_k, top_p=args.top_p, eos_id=eos_id, seed=args.seed,
                          use_cache=not args.no_cache)
@@ -216,6 +225,10 @@ def _chat(args: argparse.Namespace) -> int:
     from companion.chat import Chat, ChatSettings, run_chat
 
     model, tokenizer, style, name = _chat_model(args.model)
+    if args.weights != "fp32":
+        from companion.quantize import for_decoding
+
+        model = for_decoding(model, args.weights)
     if args.template != "auto":
         style = None if args.template == "none" else args.template
     settings = ChatSettings(temperature=args.temperature, top_k=args.top_k, max_tokens=args.max_tokens,

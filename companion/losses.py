@@ -27,6 +27,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 
 from companion.model import GPTModel, eval_mode
 from companion.tokenizers import encode_text
@@ -106,9 +107,16 @@ def batch_loss(
 
     Returns:
         The scalar mean loss, with a graph for ``backward()`` when grad is enabled.
+
+    A ``GPTModel`` whose ``head_impl`` is ``"fused"`` (possibly inside
+    ``DistributedDataParallel``) is given the targets and computes the loss itself,
+    without all the logits (``companion.fused``).
     """
     device = device_of(model) if device is None else torch.device(device)
     inputs, targets = inputs.to(device), targets.to(device)
+    inner = model.module if isinstance(model, DistributedDataParallel) else model
+    if isinstance(inner, GPTModel) and inner.head_impl == "fused":
+        return model(inputs, targets=targets)  # through the wrapper, so that DDP sees the pass
     return cross_entropy_loss(model(inputs), targets)
 
 

@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from companion.attention import KVCache, MultiHeadAttention
 from companion.config import AttentionImpl, GPTConfig
+from companion.fused import HeadImpl, check_head_impl, linear_cross_entropy
 
 __all__ = [
     "GELU",
@@ -267,16 +268,20 @@ class GPTModel(nn.Module):
     attention path (``cfg.attn_impl``, ``set_attention_impl``) and the layer norms'
     and GELUs' (``layer_impl``, ``set_layer_impl``). ``"manual"`` for both runs exactly
     the readable code of chapters 3 and 4; the defaults, ``"sdpa"`` and ``"fused"``,
-    run PyTorch's fused kernels.
+    run PyTorch's fused kernels. A third, ``head_impl`` (``set_head_impl``), chooses how
+    ``model(idx, targets=...)`` computes the loss: ``"manual"`` (default) makes every
+    logit, ``"fused"`` never holds them all (``companion.fused``).
 
     Args:
         cfg: A ``GPTConfig``, or a dict with its fields such as chapter 4's
             ``GPT2_SMALL``.
         init: ``"gpt2"`` (default) or ``"pytorch"``.
         layer_impl: ``"fused"`` (default) or ``"manual"``; see ``LayerImpl``.
+        head_impl: ``"manual"`` (default) or ``"fused"``; see ``companion.fused.HeadImpl``.
 
     Attributes:
         config: The model's ``GPTConfig`` (kept up to date by ``set_attention_impl``).
+        head_impl: How a forward pass given targets computes the loss.
     """
 
     def __init__(
@@ -285,8 +290,10 @@ class GPTModel(nn.Module):
         *,
         init: Literal["gpt2", "pytorch"] = "gpt2",
         layer_impl: LayerImpl = "fused",
+        head_impl: HeadImpl = "manual",
     ) -> None:
         super().__init__()
+        self.head_impl = check_head_impl(head_impl)
         if init not in ("gpt2", "pytorch"):
             raise ValueError(f"init={init!r} is unknown; choose 'gpt2' (GPT-2's scheme) or 'pytorch' (its defaults)")
         if not isinstance(cfg, GPTConfig):
@@ -305,8 +312,10 @@ class GPTModel(nn.Module):
         if init == "gpt2" and self.tok_emb.weight.device.type != "meta":
             init_gpt2_weights(self)
 
-    def forward(self, idx: Tensor, *, cache: ModelCache | None = None, last_only: bool = False) -> Tensor:
-        """Return the logits for the next token after every position of ``idx``.
+    def forward(
+        self, idx: Tensor, *, cache: ModelCache | None = None, last_only: bool = False, targets: Tensor | None = None
+    ) -> Tensor:
+        """Return the logits for the next token after every position of ``idx`` (or, given targets, the loss).
 
         Args:
             idx: Token ids, ``(B, T)``, int64 (or int32).
@@ -317,9 +326,13 @@ class GPTModel(nn.Module):
             last_only: Compute the logits of the last position only, ``(B, 1, V)``:
                 all that generation needs, and the output head is the largest matrix
                 product of a small model.
+            targets: ``(B, T)`` next-token ids (``-100``: not counted). Given, the model
+                returns the mean cross-entropy instead of the logits, computed as
+                ``head_impl`` says (training passes them; see ``companion.losses.batch_loss``).
 
         Returns:
-            Logits ``(B, T, V)`` (``(B, 1, V)`` with ``last_only``).
+            Logits ``(B, T, V)`` (``(B, 1, V)`` with ``last_only``); with ``targets``, the
+            scalar mean loss in nats per token.
 
         Raises:
             ValueError: ``idx`` is not 2-D, or the cached plus new tokens exceed
@@ -365,7 +378,19 @@ class GPTModel(nn.Module):
         if last_only:
             x = x[:, -1:]  # (B, 1, C)
         x = self.final_norm(x)  # (B, T, C)
+        if targets is not None:
+            return self._loss(x, targets, idx.shape)
         return self.out_head(x)  # (B, T, V)
+
+    def _loss(self, x: Tensor, targets: Tensor, shape: torch.Size) -> Tensor:
+        """Mean cross-entropy of the head's logits of ``x`` ``(B, T, C)`` against ``targets`` ``(B, T)``."""
+        if targets.shape != shape:
+            raise ValueError(f"targets must have the inputs' shape {tuple(shape)}, got {tuple(targets.shape)}")
+        head = self.out_head
+        if self.head_impl == "fused" and type(head) is nn.Linear and getattr(head, "bias", None) is None:
+            return linear_cross_entropy(x, head.weight, targets)  # never all (B, T, V) logits at once
+        # the readable path, and any head the fused one cannot take (a LoRA-wrapped one, a bias)
+        return F.cross_entropy(head(x).flatten(0, 1), targets.flatten(), ignore_index=-100)  # (B*T, V)
 
     def embed(self, idx: Tensor, *, past: int = 0) -> Tensor:
         """Token plus position embeddings of ``idx`` ``(B, T)``, after dropout: ``(B, T, C)``.
@@ -405,6 +430,14 @@ class GPTModel(nn.Module):
         for module in self.modules():
             if isinstance(module, (LayerNorm, GELU)):
                 module.impl = impl
+        return self
+
+    def set_head_impl(self, impl: HeadImpl) -> GPTModel:
+        """Compute the loss of ``model(idx, targets=...)`` the ``"manual"`` or ``"fused"`` way; returns the model.
+
+        The weights are untouched; both compute the same loss and gradients (``companion.fused``).
+        """
+        self.head_impl = check_head_impl(impl)
         return self
 
     def set_attention_impl(self, impl: AttentionImpl) -> GPTModel:

@@ -43,7 +43,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -59,6 +59,7 @@ from companion.history import TrainHistory
 from companion.losses import Batch, batch_loss, device_of, evaluate
 from companion.model import GPTModel
 from companion.optim import configure_optimizer, lr_schedule
+from companion.precision import PRECISIONS, Precision, autocast, check_precision
 
 __all__ = [
     "NextTokenTask",
@@ -130,6 +131,9 @@ class TrainOptions:
         checkpoint_every: Steps between checkpoints; ``None`` means ``eval_every``.
         resume: When ``checkpoint_dir`` holds a checkpoint, continue from it; ``False``
             starts afresh (and overwrites it).
+        precision: ``"fp32"`` (default: the same bits on every machine), ``"bf16"``
+            (autocast: matrix products in bfloat16, weights and optimizer in float32), or
+            ``"auto"`` (bf16 where the hardware has it natively); see ``companion.precision``.
     """
 
     max_steps: int | None = None
@@ -149,6 +153,10 @@ class TrainOptions:
     checkpoint_dir: str | Path | None = None
     checkpoint_every: int | None = None
     resume: bool = True
+    precision: Precision = field(
+        default="fp32",
+        metadata={"choices": PRECISIONS, "help": "fp32, bf16 autocast, or auto: bf16 where the hardware has it"},
+    )
 
     def __post_init__(self) -> None:
         for name in ("max_steps", "epochs", "eval_batches", "eval_train_batches", "sample_every", "checkpoint_every"):
@@ -173,6 +181,7 @@ class TrainOptions:
         object.__setattr__(self, "betas", (float(betas[0]), float(betas[1])))
         if self.checkpoint_every is not None and self.checkpoint_dir is None:
             raise ValueError("checkpoint_every needs checkpoint_dir: where should the checkpoints go?")
+        check_precision(self.precision)
 
     def replace(self, **changes: Any) -> TrainOptions:
         """A copy with some fields changed, validated again.
@@ -187,8 +196,14 @@ class TrainOptions:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        """The options as JSON data (a path as a string)."""
+        """The options as JSON data (a path as a string).
+
+        ``precision`` is left out at its default, ``"fp32"``: the options of every run made
+        before it existed, and the recipe keys hashed from them, stay as they were.
+        """
         data = dataclasses.asdict(self)
+        if data["precision"] == "fp32":
+            del data["precision"]
         data["betas"] = list(self.betas)
         if data["checkpoint_dir"] is not None:
             data["checkpoint_dir"] = str(data["checkpoint_dir"])
@@ -502,7 +517,8 @@ class _Run:
         self.tokens += batch[0].numel()
         rows = batch[0].shape[0]
         batch = tuple(t.to(self.device) for t in _shard(batch, self.world))  # type: ignore[assignment]
-        loss = self.task.loss(self.runner, batch)
+        with autocast(options.precision, self.device):
+            loss = self.task.loss(self.runner, batch)
         if self.world.distributed and rows % self.world.size:
             # Unequal shares (the last batch of an epoch, or a batch size that is not a multiple of
             # the number of processes): weight each process's mean by its share of the rows, so that

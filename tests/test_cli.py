@@ -21,11 +21,11 @@ TRAIN_OPTIONS = [
     "--out", "--model", "--data", "--val-fraction", "--tokenizer", "--vocab-size", "--context-length",
     "--emb-dim", "--n-heads", "--n-layers", "--dropout", "--steps", "--batch-size", "--lr", "--min-lr",
     "--warmup-steps", "--weight-decay", "--grad-clip", "--seed", "--eval-every", "--eval-batches",
-    "--checkpoint-every", "--resume", "--no-resume", "--quiet", "--device",
+    "--checkpoint-every", "--resume", "--no-resume", "--quiet", "--device", "--precision",
 ]
 GENERATE_OPTIONS = [
     "--checkpoint", "--pretrained", "--prompt", "--max-tokens", "--temperature", "--top-k", "--top-p",
-    "--seed", "--stop-at-eos", "--no-cache",
+    "--seed", "--stop-at-eos", "--no-cache", "--weights",
 ]
 
 

@@ -31,10 +31,12 @@ from companion.checkpoint import save_checkpoint
 from companion.config import PRESETS, GPTConfig
 from companion.data import DATASETS, SlidingWindowDataset, read_text
 from companion.files import sha256_of
+from companion.fused import HeadImpl
 from companion.history import TrainHistory
 from companion.losses import evaluate_text
 from companion.model import GPTModel, num_parameters
 from companion.optim import configure_optimizer
+from companion.precision import PRECISIONS, Precision
 from companion.runs import flags
 from companion.runs.common import Pretrained, UsageError, check_resume
 from companion.tokenizers import BPETokenizer, encode_text, gpt2_tokenizer
@@ -367,6 +369,8 @@ def train_recipe(
     resume: bool = True,
     callback: Callable[[int, TrainHistory], None] | None = None,
     device: str | torch.device = "cpu",
+    precision: Precision = "fp32",
+    head_impl: HeadImpl = "manual",
 ) -> Pretrained:
     """Train a recipe from scratch (chapter 5, "A model that really learns") and
     measure it.
@@ -384,6 +388,9 @@ def train_recipe(
         callback: Passed to ``train``.
         device: Where to train (``companion.devices.pick_device()`` picks the best one). The
             weights are initialised on the CPU first, so a seed gives the same start anywhere.
+        precision: ``TrainOptions.precision``; ``"fp32"`` (default) reproduces the shipped models.
+        head_impl: ``"manual"`` (default) or ``"fused"``, the model's loss path
+            (``companion.fused``): the same function, not the same bits.
 
     Returns:
         The ``Pretrained`` model (``info["source"] == "trained"``), on the CPU.
@@ -399,12 +406,13 @@ def train_recipe(
     data = prepare_data(recipe, progress=progress)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(recipe.seed)
-        model = GPTModel(recipe.config, init="gpt2" if recipe.gpt2_init else "pytorch")
+        model = GPTModel(recipe.config, init="gpt2" if recipe.gpt2_init else "pytorch", head_impl=head_impl)
     model.to(device)
     optimizer = configure_optimizer(model, lr=recipe.lr, weight_decay=recipe.weight_decay, betas=recipe.betas)
     extra = {"recipe": recipe.to_dict(), "recipe_key": key}
     options = recipe.train_options(
-        progress=progress, checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every, resume=resume
+        progress=progress, checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every, resume=resume,
+        precision=precision,
     )
     history = train(model, data.train_loader, data.val_loader, options, optimizer=optimizer,
                     tokenizer=data.tokenizer, checkpoint_extra=extra, callback=callback)
@@ -484,6 +492,9 @@ def add_command(commands: Any) -> argparse.ArgumentParser:
     opt.add_argument("--batch-size", type=flags.positive, metavar="N", help="windows per step")
     flags.add_option_flags(opt, TrainOptions, _OPTION_FLAGS, defaults={"resume": True, "checkpoint_every": None},
                            helps={"seed": "seed of the weights, data order and dropout"})
+    opt.add_argument("--precision", choices=PRECISIONS, default="auto",
+                     help="auto: bfloat16 autocast where the hardware has it natively, else float32 "
+                          "(default); fp32 reproduces the shipped models")
     tr.add_argument("--quiet", action="store_true", help="print only the final summary (no progress)")
     tr.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto",
                     help="where to train; auto picks a CUDA GPU (LOCAL_RANK's under torchrun), else "
@@ -580,8 +591,11 @@ def _run(args: argparse.Namespace, is_main: bool) -> int:
         )
 
     device = pick_device(None if args.device == "auto" else args.device)
+    # the fused head pays with a large vocabulary (GPT-2's), not with a course BPE's (bench/run.py)
+    head: HeadImpl = "fused" if recipe.config.vocab_size >= 16_384 else "manual"
     result = train_recipe(recipe, device=device, progress=not quiet, checkpoint_dir=args.out,
-                          checkpoint_every=args.checkpoint_every, resume=args.resume, callback=report)
+                          checkpoint_every=args.checkpoint_every, resume=args.resume, callback=report,
+                          precision=args.precision, head_impl=head)
     info = result.info
     say(f"done: {info['steps']} steps in {info['train_seconds']:.1f} s; validation loss "
         f"{info['val_loss']:.4f} nats/token, {info['val_nats_per_char']:.4f} nats/char; "
