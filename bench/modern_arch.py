@@ -23,7 +23,7 @@ wall-clock budgets would measure the neighbours. The seconds each run took are
 recorded, so the per-step cost of each change is visible; runs are interleaved (every
 variant of seed 0, then of seed 1, ...) so that a busy period hits all variants.
 
-    python bench/modern_arch.py --steps 300 --seeds 0 1 2 3    # appends to modern_arch.jsonl
+    python bench/modern_arch.py --steps 300 --seeds 0 1 2 3    # appends to companion/modern/experiment.jsonl
     python bench/modern_arch.py --table                        # the table of bench/modern_arch.md
     python bench/modern_arch.py --probe                        # seconds per step of each variant
 """
@@ -51,7 +51,8 @@ from companion.optim import configure_optimizer
 from companion.train import train
 
 HERE = Path(__file__).resolve().parent
-RESULTS = HERE / "modern_arch.jsonl"
+RESULTS = HERE.parent / "companion" / "modern" / "experiment.jsonl"
+"""The recorded runs ship with the package, so that chapter 9 reads them anywhere (Colab too)."""
 RECIPE = RECIPES["shakespeare-small"]
 BASE = ModernConfig.gpt2_style(RECIPE.config)
 ALL_MODERN = {"norm": "rmsnorm", "norm_eps": 1e-6, "positions": "rope", "ffn": "swiglu", "n_kv_heads": 2,

@@ -703,3 +703,13 @@ def test_ch08_advantages_rejects_batch_normalisation_and_missing_eps() -> None:
 def test_ch08_kl_rejects_the_swapped_sign_and_the_plain_log_ratio() -> None:
     rejects("ch08-kl", lambda logp, ref: ch08.kl_estimate(ref, logp), "wrong sign")
     rejects("ch08-kl", lambda logp, ref: logp - ref, "never negative")
+
+
+@pytest.mark.parametrize("notebook", sorted(p.name for p in BOOK.glob("*.ipynb")))
+def test_no_chapter_reads_a_file_outside_book(notebook: str) -> None:
+    # On Colab, and in CI's second run, a chapter runs from a copy of book/ with companion
+    # installed: a path into the repository (../bench, ../companion) is not there.
+    cells = json.loads((BOOK / notebook).read_text(encoding="utf-8"))["cells"]
+    for cell in cells:
+        source = "".join(cell["source"])
+        assert '"../' not in source and "'../" not in source, f"{notebook}: {source[:200]}"
