@@ -131,8 +131,14 @@ def format_example(entry: Mapping[str, str], style: PromptStyle = "alpaca") -> s
     return format_prompt(entry, style) + entry["output"]
 
 
-def load_records(source: str | Path) -> tuple[list[dict[str, str]], str]:
+def load_records(
+    source: str | Path, check: Callable[[Mapping[str, Any]], None] | None = None
+) -> tuple[list[dict[str, str]], str]:
     """Instruction records from a course data file (``"instruction-data"``) or a JSON file.
+
+    ``check(record)`` refuses a record with ``ValueError`` or ``TypeError``; the default
+    needs ``instruction``, ``input`` and ``output`` strings (chapter 8 passes its own, for
+    preference pairs).
 
     Returns:
         ``(records, sha256)``: the list of records and the SHA-256 of the file's bytes
@@ -162,7 +168,10 @@ def load_records(source: str | Path) -> tuple[list[dict[str, str]], str]:
         raise ValueError(f"{path} must hold a non-empty JSON list of instruction records")
     for i, record in enumerate(records):
         try:
-            _check_entry(record, needs_output=True)
+            if check is None:
+                _check_entry(record, needs_output=True)
+            else:
+                check(record)
         except (TypeError, ValueError) as err:
             raise ValueError(f"record {i} of {path}: {err}") from None
     return records, hashlib.sha256(raw).hexdigest()

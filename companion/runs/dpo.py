@@ -14,14 +14,10 @@ the loss stay those of the run's start.
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
-from pathlib import Path
 from typing import Any
 
 import companion.train as training
 from companion.align.dpo import DPOTask, PreferenceDataset, check_pair, preference_loader
-from companion.data import DATASETS, fetch
 from companion.finetune import instruction as ins
 from companion.runs import flags
 from companion.runs.base import base_identity, load_policy_and_reference
@@ -106,22 +102,10 @@ def main(args: argparse.Namespace) -> int:
 
 def _load_pairs(source: str) -> tuple[list[dict[str, str]], str]:
     """Preference records from a course data file or a JSON file, with the file's hash."""
-    path = fetch(source, progress=False) if source in DATASETS else Path(source).expanduser()
-    if not path.is_file():
-        raise UsageError(f"{source} is neither a course data file ({', '.join(DATASETS)}) nor a file")
-    raw = path.read_bytes()
-    try:
-        records = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise UsageError(f"{path} is not a UTF-8 JSON file ({err}); it must hold a list of "
-                         "{instruction, input, chosen, rejected} records") from None
-    if not isinstance(records, list) or not records:
-        raise UsageError(f"{path} must hold a non-empty JSON list of preference records")
-    for i, record in enumerate(records):
+
+    def check(record: Any) -> None:
         if not isinstance(record, dict):
-            raise UsageError(f"record {i} of {path} is a {type(record).__name__}, not an object")
-        try:
-            check_pair(record, f"record {i} of {path}")
-        except ValueError as err:
-            raise UsageError(str(err)) from None
-    return records, hashlib.sha256(raw).hexdigest()
+            raise TypeError(f"a record is a {type(record).__name__}, not an object")
+        check_pair(record)
+
+    return ins.load_records(source, check=check)
