@@ -18,7 +18,8 @@ here as 256 tokens):
 * training ``shakespeare-small`` (its recipe's batch of 8 x 128);
 * fine-tuning GPT-2 124M as chapter 6 does (classification head, B=8, T=120);
 * fine-tuning GPT-2 124M as chapter 7 does (next-token loss, B=8, T=256), readable and
-  fused head; and GPT-2 355M the same way (the next size up);
+  fused head, and fused head with activation checkpointing; and GPT-2 355M the same way
+  (the next size up);
 * decoding 200 tokens with GPT-2 124M (batch 1, KV cache).
 """
 
@@ -43,8 +44,12 @@ CASES = {
         "train", {"preset": "gpt2-small", "B": 8, "T": 256, "head": "manual"}),
     "fine-tune GPT-2 124M, chapter 7 (B=8, T=256), fused head": (
         "train", {"preset": "gpt2-small", "B": 8, "T": 256, "head": "fused"}),
+    "fine-tune GPT-2 124M, chapter 7 (B=8, T=256), fused head, activation checkpointing": (
+        "train", {"preset": "gpt2-small", "B": 8, "T": 256, "head": "fused", "checkpoint": True}),
     "fine-tune GPT-2 355M, chapter 7 (B=8, T=256), fused head": (
         "train", {"preset": "gpt2-medium", "B": 8, "T": 256, "head": "fused"}),
+    "fine-tune GPT-2 355M, chapter 7 (B=8, T=256), fused head, activation checkpointing": (
+        "train", {"preset": "gpt2-medium", "B": 8, "T": 256, "head": "fused", "checkpoint": True}),
     "decode 200 tokens, GPT-2 124M (batch 1)": ("decode", {"preset": "gpt2-small"}),
 }
 
@@ -78,7 +83,7 @@ def run_case(name: str) -> dict[str, float]:
     else:
         cfg = GPTConfig.from_preset(opts["preset"], drop_rate=0.0)
         B, T = opts.get("B", 1), opts.get("T", 10)
-    model = GPTModel(cfg, head_impl=opts.get("head", "manual"))
+    model = GPTModel(cfg, head_impl=opts.get("head", "manual")).set_activation_checkpointing(opts.get("checkpoint", False))
     result: dict[str, float] = {}
     if kind == "decode":
         model.eval()

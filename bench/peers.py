@@ -6,9 +6,16 @@
   model: untied head, PyTorch's default initialisation) and its ``ch04.GPTModelFast``
   (PyTorch's LayerNorm, GELU and SDPA);
 
+* nanoGPT (Karpathy's): its ``model.GPT`` (tied head) with its own ``configure_optimizers``
+  (on the CPU, PyTorch's multi-tensor AdamW) and its own loss (``model(idx, targets)``).
+  It is not on the package index and its code is not copied here: clone it and point
+  ``NANOGPT_DIR`` at the clone (``git clone https://github.com/karpathy/nanoGPT``).
+  At GPT-2's vocabulary it is built as its ``train.py`` builds it, with ``vocab_size``
+  50,304 ("padded up to nearest multiple of 64 for efficiency", its config says); the
+  tokens/s still count the same 50,257-token batches.
+
 litgpt is left out: installing it would replace ``huggingface_hub`` 2.x, which
 ``transformers`` 5 needs, with 1.3 (checked with ``pip install --dry-run litgpt``).
-nanoGPT is not on the package index, and its code is not copied here.
 
 Every builder returns ``(model, logits_fn)``: ``logits_fn(idx)`` gives ``(B, T, V)`` logits,
 so every model is trained with the same loss and the same optimizer call.
@@ -17,10 +24,16 @@ A peer that is not installed raises ``PeerMissing`` with the reason.
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
+import io
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # its thread pool slows torch down
@@ -87,8 +100,49 @@ def lfs_gpt_fast(shape: Shape) -> Built:
     return _lfs_model("GPTModelFast", shape)
 
 
+@dataclass
+class PeerRun:
+    """How a peer's users train it, where that differs from ``logits_fn`` and fused AdamW."""
+
+    optimizer: Callable[[float], torch.optim.Optimizer] | None = None  # lr -> its own optimizer
+    loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None  # (idx, targets) -> its own loss
+    notes: list[str] = field(default_factory=list)
+
+
+PEER_RUNS: dict[str, PeerRun] = {}
+"""Filled by the builders of peers that bring their own optimizer or loss."""
+
+
+def nanogpt(shape: Shape) -> Built:
+    """nanoGPT's ``GPT`` from the clone at ``NANOGPT_DIR``, dropout off, as its train.py builds it."""
+    folder = os.environ.get("NANOGPT_DIR")
+    if not folder:
+        raise PeerMissing("NANOGPT_DIR is not set (git clone https://github.com/karpathy/nanoGPT, then "
+                          "NANOGPT_DIR=that folder)")
+    path = Path(folder) / "model.py"
+    if not path.is_file():
+        raise PeerMissing(f"NANOGPT_DIR={folder!r} has no model.py; point it at a clone of karpathy/nanoGPT")
+    spec = importlib.util.spec_from_file_location("nanogpt_model", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    vocab = 50304 if shape.V == 50257 else shape.V  # train.py's default for GPT-2's tokens
+    config = module.GPTConfig(block_size=shape.T, vocab_size=vocab, n_layer=shape.L, n_head=shape.H,
+                              n_embd=shape.C, dropout=0.0)
+    with contextlib.redirect_stdout(io.StringIO()):  # it prints its parameter count
+        model = module.GPT(config)
+
+    def optimizer(lr: float) -> Any:
+        with contextlib.redirect_stdout(io.StringIO()):  # and its optimizer groups
+            return model.configure_optimizers(0.1, lr, (0.9, 0.95), "cpu")
+
+    PEER_RUNS["nanoGPT"] = PeerRun(optimizer=optimizer, loss_fn=lambda idx, targets: model(idx, targets)[1])
+    return model, lambda idx: model(idx, idx)[0]  # logits of every position need targets in nanoGPT
+
+
 PEERS_TIED: dict[str, Callable[[Shape], Built]] = {
     "HF GPT2LMHeadModel": hf_gpt2,
+    "nanoGPT": nanogpt,
 }
 """Tied-head peers, by the name the table shows."""
 
@@ -109,4 +163,12 @@ def versions() -> dict[str, str]:
             found[name] = version(name)
         except PackageNotFoundError:
             found[name] = "not installed"
+    folder = os.environ.get("NANOGPT_DIR")
+    if folder:
+        import subprocess
+
+        head = subprocess.run(["git", "-C", folder, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+        found["nanoGPT"] = f"commit {head.stdout.strip()}" if head.returncode == 0 else f"model.py in {folder}"
+    else:
+        found["nanoGPT"] = "not installed (NANOGPT_DIR)"
     return found

@@ -52,7 +52,7 @@ from measure import (
     median,
     training_task,
 )
-from peers import PEERS_TIED, PEERS_UNTIED, PeerMissing, Shape, versions
+from peers import PEER_RUNS, PEERS_TIED, PEERS_UNTIED, PeerMissing, Shape, versions
 
 from companion.config import GPTConfig
 from companion.generate import generate
@@ -107,9 +107,16 @@ def training_group(shape: Shape, tied: bool, rounds: int, seconds: float) -> dic
         except PeerMissing as err:
             out(f"  ({name}: {err})")
             continue
-        # the same optimizer kernel as companion's, so the ratio measures the models
-        optimizer = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=0.1, fused=True)
-        tasks[name] = training_task(forward, optimizer, batch, seconds=seconds)
+        run = PEER_RUNS.get(name)
+        if run is not None and run.optimizer is not None:  # the peer's own, as its users train it
+            optimizer = run.optimizer(LR)
+        else:  # the same optimizer kernel as companion's, so the ratio measures the models
+            optimizer = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=0.1, fused=True)
+        if run is not None and run.loss_fn is not None:
+            tasks[name] = training_task(run.loss_fn, optimizer, batch, seconds=seconds, targets_in_forward=True,
+                                        positional_targets=True)
+        else:
+            tasks[name] = training_task(forward, optimizer, batch, seconds=seconds)
         flops[name] = flops_per_token(model, shape.L, shape.T, shape.C)
     rates = interleave(tasks, rounds)
     return {name: {"tok_s": median(values), "flops": flops[name], "spread": max(values) / min(values)}

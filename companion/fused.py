@@ -12,17 +12,18 @@ states ``(N, C)`` and the head's weight ``(V, C)``, a chunk of tokens at a time.
 chunk of ``n`` tokens it
 
 1. multiplies out the chunk's logits ``(n, V)``;
-2. takes their log-sum-exp and adds ``logsumexp - logit[target]`` to the loss;
-3. turns the logits into the loss's gradient with respect to them, in place:
-   ``softmax - one_hot(target)``, divided by the number of counted tokens;
+2. takes their log-softmax, in place, and adds ``-log p(target)`` to the loss;
+3. exponentiates that, in place, into the softmax: the loss's gradient with respect to the
+   logits is ``softmax - one_hot(target)``, divided by the number of counted tokens;
 4. multiplies that gradient back: into the chunk's hidden-state gradient ``(n, C)`` and,
    accumulated over the chunks, the weight's gradient ``(V, C)``;
 
-and forgets the chunk's logits. The gradients are computed in the forward pass and kept
-for the backward pass (which only scales them), the idea of Liger-Kernel's fused linear
-cross-entropy and Apple's Cut Cross-Entropy, written here in plain PyTorch. The peak
-memory of the head falls from several ``(N, V)`` tensors to one ``(n, V)`` chunk, and
-each chunk's logits are still in the cache when the softmax reads them.
+and reuses the same buffer for the next chunk. The gradients are computed in the forward
+pass and kept for the backward pass (which only scales them), the idea of Liger-Kernel's
+fused linear cross-entropy and Apple's Cut Cross-Entropy, written here in plain PyTorch.
+The head's memory falls from several ``(N, V)`` tensors to one ``(n, V)`` buffer, and the
+softmax's passes over the logits, written and read again four times on the readable path
+(logits, log-softmax, its gradient, the logits' gradient), happen once each here.
 
 ``GPTModel(..., head_impl="fused")`` (or ``model.set_head_impl("fused")``) uses it when
 the model is given targets; ``"manual"``, the default, is chapter 5's readable path.
@@ -43,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["DEFAULT_CHUNK", "HeadImpl", "check_head_impl", "linear_cross_entropy"]
+__all__ = ["HeadImpl", "check_head_impl", "default_chunk", "linear_cross_entropy"]
 
 HeadImpl = Literal["manual", "fused"]
 """How a ``GPTModel`` given targets computes its loss: the readable head then
@@ -51,8 +52,23 @@ HeadImpl = Literal["manual", "fused"]
 
 _HEAD_IMPLS: tuple[str, ...] = get_args(HeadImpl)
 
-DEFAULT_CHUNK = 128
-"""Tokens per chunk: two 128 x 50,257 float32 buffers, 51 MB (64 to 256 ran alike on 2 cores)."""
+_ALIGN = 64  # numbers: each row of the logits' buffer is padded to a multiple of this
+_CHUNK_BYTES = 256 * 50304 * 4  # the buffer's size when no chunk is given: 51.5 MB
+
+
+def _padded(vocab: int) -> int:
+    return -(-vocab // _ALIGN) * _ALIGN
+
+
+def default_chunk(vocab: int) -> int:
+    """Tokens per chunk when none is given: as many as fit a 51.5 MB float32 buffer.
+
+    That is 256 tokens at GPT-2's 50,257 (padded to 50,304) and 3,144 at 4,096, so a small
+    vocabulary takes a whole batch in one chunk: the matrix products stay large, and chunks
+    pay only where the logits are too big to hold (on 2 cores, 128 to 512 tokens ran within
+    5% of each other at 50,257, and 128-token chunks made a 4,096 vocabulary 1.3x slower).
+    """
+    return max(1, _CHUNK_BYTES // (_padded(vocab) * 4))
 
 _IGNORE_INDEX = -100  # PyTorch's, and companion.losses.IGNORE_INDEX
 
@@ -76,39 +92,49 @@ class _LinearCrossEntropy(torch.autograd.Function):
         every = bool(counted.all())  # the usual case in pretraining: slices instead of gathers
         rows = torch.arange(len(targets), device=targets.device) if every else counted.nonzero().squeeze(1)  # (M,)
         count = rows.numel()
+        vocab = weight.shape[0]
         wide = torch.promote_types(weight.dtype, torch.float32)  # float32, or float64 for float64 weights
         loss = torch.zeros((), dtype=wide, device=hidden.device)
-        grad_hidden = torch.zeros_like(hidden) if need_grad else None  # (N, C)
-        grad_weight = torch.zeros_like(weight, dtype=wide) if need_grad else None  # (V, C)
-        # two (n, V) buffers reused by every chunk: the logits, then their log-softmax
-        logits_buf = torch.empty(min(chunk, count), weight.shape[0], dtype=wide, device=hidden.device)
-        logp_buf = torch.empty_like(logits_buf)
+        # every row of grad_hidden is written when every target counts; else the ignored ones stay 0
+        grad_hidden = (torch.empty_like(hidden) if every else torch.zeros_like(hidden)) if need_grad else None
+        grad_weight = torch.empty_like(weight, dtype=wide) if need_grad else None  # (V, C), written by chunk 1
+        # One (n, V') buffer reused by every chunk, its rows padded to a multiple of 64 numbers:
+        # with GPT-2's odd 50,257 the matrix library's stores are unaligned and its product
+        # runs ~25% slower. The padding columns hold -inf, so the softmax gives them 0.
+        padded = _padded(vocab)
+        buf = torch.empty(min(chunk, max(count, 1)), padded, dtype=wide, device=hidden.device)
         direct = hidden.dtype == wide and weight.dtype == wide and not torch.is_autocast_enabled(hidden.device.type)
-        for start in range(0, count, chunk):
+        for first, start in enumerate(range(0, count, chunk)):
             index = rows[start : start + chunk]  # (n,)
             part = slice(start, start + len(index))
             h = hidden[part] if every else hidden.index_select(0, index)  # (n, C)
             t = targets[part] if every else targets.index_select(0, index)  # (n,)
-            logits, logp = logits_buf[: len(index)], logp_buf[: len(index)]  # (n, V) each
+            block = buf[: len(index)]  # (n, V'): the logits, then their log-softmax, then the softmax
+            logits = block[:, :vocab]  # (n, V), a view with the padded row stride
             if direct:
-                torch.matmul(h, weight.t(), out=logits)
+                torch.mm(h, weight.t(), out=logits)
             else:  # autocast's bfloat16 product, widened for the softmax
                 logits.copy_(F.linear(h, weight))
-            torch.log_softmax(logits, dim=1, out=logp)
-            loss -= logp.gather(1, t.unsqueeze(1)).sum()  # the sum of -log p(target)
+            block[:, vocab:] = float("-inf")
+            torch.log_softmax(block, dim=1, out=block)  # in place: the row is read before it is written
+            loss -= block.gather(1, t.unsqueeze(1)).sum()  # the sum of -log p(target)
             if grad_hidden is None or grad_weight is None:
                 continue
             # d loss / d logits = (softmax - one_hot(t)) / count: the softmax here, the one-hot
             # and the 1/count applied to the (n, C) and (V, C) products, not to the (n, V) one
-            probs = logp.exp_()  # (n, V)
+            probs = block.exp_()[:, :vocab]  # (n, V)
+            h_wide = h.to(wide)
             grad = (probs @ weight.to(wide)).to(wide) - weight.index_select(0, t).to(wide)  # (n, C)
             grad.mul_(1.0 / count)
             if every:
                 grad_hidden[part] = grad
             else:
                 grad_hidden.index_copy_(0, index, grad.to(hidden.dtype))
-            grad_weight.addmm_(probs.t(), h.to(wide), alpha=1.0 / count)  # (V, C) += (V, n) @ (n, C)
-            grad_weight.index_add_(0, t, h.to(wide), alpha=-1.0 / count)  # the one-hot's share
+            # (V, C) += (V, n) @ (n, C); the first chunk overwrites the uninitialised buffer
+            grad_weight.addmm_(probs.t(), h_wide, beta=0.0 if first == 0 else 1.0, alpha=1.0 / count)
+            grad_weight.index_add_(0, t, h_wide, alpha=-1.0 / count)  # the one-hot's share
+        if grad_weight is not None and count == 0:
+            grad_weight.zero_()
         ctx.save_for_backward(grad_hidden, grad_weight.to(weight.dtype) if grad_weight is not None else None)
         return loss / count if count else torch.full((), float("nan"), device=hidden.device)
 
@@ -132,8 +158,8 @@ def linear_cross_entropy(hidden: Tensor, weight: Tensor, targets: Tensor, *, chu
         hidden: ``(N, C)`` final hidden states (or ``(B, T, C)``, flattened here).
         weight: ``(V, C)`` the output head's weight (``nn.Linear(C, V, bias=False).weight``).
         targets: ``(N,)`` (or ``(B, T)``) correct next-token ids.
-        chunk: Tokens per chunk (``None``: ``DEFAULT_CHUNK``); memory is two ``(chunk, V)``
-            float32 tensors.
+        chunk: Tokens per chunk (``None``: ``default_chunk(V)``); the memory the head holds
+            is one ``(chunk, V)`` float32 tensor (its rows padded to a multiple of 64).
 
     Returns:
         The scalar mean loss in nats per token (``NaN`` when every target is ignored).
@@ -151,7 +177,7 @@ def linear_cross_entropy(hidden: Tensor, weight: Tensor, targets: Tensor, *, chu
             f"hidden must be (N, C), weight (V, C) and targets (N,) with the same N and C; got hidden "
             f"{tuple(hidden.shape)}, weight {tuple(weight.shape)} and targets {tuple(targets.shape)}"
         )
-    chunk = DEFAULT_CHUNK if chunk is None else chunk
+    chunk = default_chunk(weight.shape[0]) if chunk is None else chunk
     if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
         raise ValueError(f"chunk={chunk!r} must be a positive integer (tokens per chunk), e.g. 256")
     need_grad = torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad)

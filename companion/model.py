@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import Tensor, nn
 
 from companion.attention import KVCache, MultiHeadAttention
@@ -270,7 +271,8 @@ class GPTModel(nn.Module):
     the readable code of chapters 3 and 4; the defaults, ``"sdpa"`` and ``"fused"``,
     run PyTorch's fused kernels. A third, ``head_impl`` (``set_head_impl``), chooses how
     ``model(idx, targets=...)`` computes the loss: ``"manual"`` (default) makes every
-    logit, ``"fused"`` never holds them all (``companion.fused``).
+    logit, ``"fused"`` never holds them all (``companion.fused``). A fourth,
+    ``set_activation_checkpointing``, trades compute for memory in training.
 
     Args:
         cfg: A ``GPTConfig``, or a dict with its fields such as chapter 4's
@@ -282,6 +284,8 @@ class GPTModel(nn.Module):
     Attributes:
         config: The model's ``GPTConfig`` (kept up to date by ``set_attention_impl``).
         head_impl: How a forward pass given targets computes the loss.
+        checkpoint_activations: Whether training keeps only each block's input and
+            recomputes the block in the backward pass (``set_activation_checkpointing``).
     """
 
     def __init__(
@@ -294,6 +298,7 @@ class GPTModel(nn.Module):
     ) -> None:
         super().__init__()
         self.head_impl = check_head_impl(head_impl)
+        self.checkpoint_activations = False
         if init not in ("gpt2", "pytorch"):
             raise ValueError(f"init={init!r} is unknown; choose 'gpt2' (GPT-2's scheme) or 'pytorch' (its defaults)")
         if not isinstance(cfg, GPTConfig):
@@ -373,8 +378,12 @@ class GPTModel(nn.Module):
             )
 
         x = self.embed(idx, past=past)  # (B, T, C)
+        recompute = self.checkpoint_activations and cache is None and torch.is_grad_enabled()
         for i, block in enumerate(self.trf_blocks):
-            x = block(x, cache=None if cache is None else cache.layers[i])  # (B, T, C)
+            if recompute:  # keep only x; the backward pass runs the block again (same dropout masks)
+                x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False)  # (B, T, C)
+            else:
+                x = block(x, cache=None if cache is None else cache.layers[i])  # (B, T, C)
         if last_only:
             x = x[:, -1:]  # (B, 1, C)
         x = self.final_norm(x)  # (B, T, C)
@@ -438,6 +447,25 @@ class GPTModel(nn.Module):
         The weights are untouched; both compute the same loss and gradients (``companion.fused``).
         """
         self.head_impl = check_head_impl(impl)
+        return self
+
+    def set_activation_checkpointing(self, on: bool = True) -> GPTModel:
+        """Keep only each block's input during training, and run the block again in backward; returns the model.
+
+        A training step normally keeps every intermediate tensor of every block (the
+        attention's queries, keys and values, its output, the feed-forward's hidden
+        layer of ``4 * emb_dim`` channels, ...) until the backward pass uses it. With
+        checkpointing on, a block keeps only its ``(B, T, C)`` input; the backward pass
+        recomputes the block's forward from it, then goes back through it. That costs a
+        second forward pass of the blocks (about a third more compute) and saves most
+        of the activations' memory (Chen et al. 2016, "Training Deep Nets with Sublinear
+        Memory Cost"). The gradients are the same: PyTorch replays the dropout's random
+        numbers, and the same kernels compute the same values. Generation and evaluation
+        (no gradients) are not affected.
+        """
+        if not isinstance(on, bool):
+            raise TypeError(f"on must be True or False, got {on!r}")
+        self.checkpoint_activations = on
         return self
 
     def set_attention_impl(self, impl: AttentionImpl) -> GPTModel:

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from companion.config import GPTConfig
-from companion.fused import linear_cross_entropy
+from companion.fused import default_chunk, linear_cross_entropy
 from companion.losses import IGNORE_INDEX, batch_loss
 from companion.model import GPTModel
 from companion.train import train
@@ -32,13 +32,15 @@ def _grads(fn, hidden, weight, targets, scale=1.0):
     return loss.detach(), h.grad, w.grad
 
 
-@pytest.mark.parametrize("chunk", [1, 7, 64, 1000])
+@pytest.mark.parametrize("chunk", [1, 7, 64, 1000, None])
 @pytest.mark.parametrize("ignored", [False, True])
-def test_loss_and_gradients_equal_the_readable_path_float64(chunk: int, ignored: bool) -> None:
+@pytest.mark.parametrize("vocab", [101, 128])  # the buffer's rows padded to 128, and not padded
+def test_loss_and_gradients_equal_the_readable_path_float64(chunk: int | None, ignored: bool, vocab: int) -> None:
     gen = torch.Generator().manual_seed(0)
     hidden = torch.randn(37, 16, generator=gen, dtype=torch.float64)
-    weight = torch.randn(101, 16, generator=gen, dtype=torch.float64)
-    targets = torch.randint(0, 101, (37,), generator=gen)
+    weight = torch.randn(vocab, 16, generator=gen, dtype=torch.float64)
+    targets = torch.randint(0, vocab, (37,), generator=gen)
+    targets[-1] = vocab - 1  # the last real column, beside the padding
     if ignored:
         targets[::3] = IGNORE_INDEX
     fused = _grads(lambda h, w, t: linear_cross_entropy(h, w, t, chunk=chunk), hidden, weight, targets)
@@ -57,6 +59,12 @@ def test_a_scaled_loss_scales_the_gradients() -> None:
     ref = _grads(_reference, hidden, weight, targets, scale=2.5)
     for ours, theirs in zip(fused, ref, strict=True):
         torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
+
+
+def test_the_default_chunk_holds_51_mb_of_logits() -> None:
+    assert default_chunk(50257) == 256  # GPT-2's vocabulary, rows padded to 50,304
+    assert default_chunk(4096) == 3144  # a small vocabulary: a whole batch in one chunk
+    assert default_chunk(10**9) == 1
 
 
 def test_every_target_ignored_gives_nan_like_cross_entropy() -> None:
@@ -134,3 +142,56 @@ def test_bf16_autocast_fused_loss_is_close_to_float32() -> None:
     assert loss.dtype == torch.float32
     assert abs(float(loss.detach()) - reference) < 0.02
     assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in model.parameters())
+
+
+def test_activation_checkpointing_gives_the_same_gradients_bit_for_bit() -> None:
+    # dropout on: the recomputed forward must replay the same random masks
+    cfg = CFG.replace(drop_rate=0.1, n_layers=3)
+
+    def grads(on: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        torch.manual_seed(0)
+        model = GPTModel(cfg, head_impl="fused").set_activation_checkpointing(on)
+        gen = torch.Generator().manual_seed(1)
+        x, y = torch.randint(0, 97, (4, 16), generator=gen), torch.randint(0, 97, (4, 16), generator=gen)
+        torch.manual_seed(2)
+        loss = model(x, targets=y)
+        loss.backward()
+        return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    plain, checkpointed = grads(False), grads(True)
+    assert torch.equal(plain[0], checkpointed[0])
+    assert plain[1].keys() == checkpointed[1].keys()
+    for name, grad in plain[1].items():
+        assert torch.equal(grad, checkpointed[1][name]), name
+
+
+def test_activation_checkpointing_keeps_fewer_tensors_for_backward() -> None:
+    # what the saving is: count the tensors autograd keeps from the forward pass
+    cfg = CFG.replace(n_layers=3)
+    kept: dict[bool, int] = {}
+    for on in (False, True):
+        torch.manual_seed(0)
+        model = GPTModel(cfg).set_activation_checkpointing(on)
+        count = 0
+
+        def pack(t: torch.Tensor) -> torch.Tensor:
+            nonlocal count
+            count += 1
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            model(torch.zeros(2, 16, dtype=torch.long)).sum()
+        kept[on] = count
+    assert kept[True] < kept[False] / 3, kept
+
+
+def test_activation_checkpointing_does_not_touch_generation() -> None:
+    torch.manual_seed(0)
+    model = GPTModel(CFG).eval()
+    idx = torch.randint(0, 97, (1, 5))
+    with torch.no_grad():
+        before = model(idx)
+        after = model.set_activation_checkpointing(True)(idx)
+    assert torch.equal(before, after)
+    with pytest.raises(TypeError, match="True or False"):
+        model.set_activation_checkpointing("yes")  # type: ignore[arg-type]

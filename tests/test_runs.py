@@ -167,3 +167,31 @@ def test_the_resume_guard(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="different run"):
         check_resume(folder, "other")
     assert run_key({"a": 1, "b": [2]}) == run_key({"b": [2], "a": 1}) != run_key({"a": 2, "b": [2]})
+
+
+@pytest.mark.parametrize(("flag", "limit", "checkpointed", "fused"), [
+    (None, 10**9, False, False),  # a course-sized model: the fast path
+    (None, 1, True, True),  # a model at or over the limit: both memory savers
+    (True, 10**9, True, False),  # asked for: checkpointing; the head follows the size
+    (False, 1, False, True),
+])
+def test_instruct_saves_memory_on_large_models(monkeypatch: pytest.MonkeyPatch, flag: bool | None, limit: int,
+                                               checkpointed: bool, fused: bool) -> None:
+    from companion.runs import instruct
+
+    monkeypatch.setattr(instruct, "LOW_MEMORY_PARAMS", limit)
+    model = GPTModel(GPTConfig(vocab_size=50, context_length=8, emb_dim=16, n_heads=2, n_layers=1))
+    instruct.set_memory_savers(model, flag)
+    assert model.checkpoint_activations is checkpointed
+    assert model.head_impl == ("fused" if fused else "manual")
+
+
+def test_instruct_refuses_checkpointing_a_model_without_it() -> None:
+    from companion.modern.config import ModernConfig
+    from companion.modern.model import ModernGPT
+    from companion.runs import instruct
+
+    model = ModernGPT(ModernConfig(vocab_size=50, context_length=8, emb_dim=16, n_heads=2, n_layers=1))
+    with pytest.raises(UsageError, match="--no-checkpoint-activations"):
+        instruct.set_memory_savers(model, True)
+    instruct.set_memory_savers(model, None)  # small: nothing asked, nothing refused

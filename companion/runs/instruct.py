@@ -29,6 +29,11 @@ OPTIONS = TrainOptions(max_steps=400, lr=1e-3, min_lr=None, warmup_steps=10, wei
                        seed=123)
 """The run's training settings (the flags' defaults); without ``--min-lr`` the rate decays to a tenth of ``--lr``."""
 
+LOW_MEMORY_PARAMS = 100_000_000
+"""From this many parameters (GPT-2 124M and up) the run saves memory by default: the fused
+head (``companion.fused``) and activation checkpointing. GPT-2 124M at batch 8 then peaks at
+about 3.5 GB instead of 5.0 GB (``bench/memory.py``)."""
+
 _OPTION_FLAGS = ("max_steps", "lr", "min_lr", "warmup_steps", "weight_decay", "seed", "eval_every",
                  "checkpoint_every", "resume")
 """The ``TrainOptions`` fields the command has flags for."""
@@ -64,6 +69,10 @@ def add_command(commands: Any) -> argparse.ArgumentParser:
     fi.add_argument("--split-seed", type=flags.non_negative, default=123, metavar="N",
                     help="seed of the split into training, validation and test (default 123)")
     fi.add_argument("--batch-size", type=flags.positive, default=8, metavar="N", help="examples per step (default 8)")
+    fi.add_argument("--checkpoint-activations", action=argparse.BooleanOptionalAction, default=None,
+                    help="keep only each block's input and recompute the block in the backward pass: the same "
+                         "gradients, about a third more compute, much less memory (default: on for models of "
+                         f"{LOW_MEMORY_PARAMS // 10**6}M parameters or more, such as GPT-2)")
     flags.add_option_flags(fi, TrainOptions, _OPTION_FLAGS, defaults=OPTIONS,
                            helps={"min_lr": "end of the cosine decay (default: a tenth of --lr)",
                                   "seed": "seed of the data order and dropout",
@@ -73,6 +82,27 @@ def add_command(commands: Any) -> argparse.ArgumentParser:
     fi.add_argument("--quiet", action="store_true", help="print only the summary (no progress)")
     fi.set_defaults(run=main)
     return fi
+
+
+def set_memory_savers(model: Any, checkpoint: bool | None) -> None:
+    """The fused head and activation checkpointing for a large model (``checkpoint=None``: by size).
+
+    Both compute the same loss (the fused head to float32 rounding, checkpointing bit for
+    bit), so they change memory and time, not the run's result or its key.
+
+    Raises:
+        UsageError: Checkpointing was asked for a model that cannot do it.
+    """
+    large = sum(p.numel() for p in model.parameters()) >= LOW_MEMORY_PARAMS
+    if checkpoint is None:
+        checkpoint = large
+    if checkpoint and not hasattr(model, "set_activation_checkpointing"):
+        raise UsageError(f"--checkpoint-activations needs a GPTModel; this model is a {type(model).__name__}; "
+                         "pass --no-checkpoint-activations")
+    if checkpoint:
+        model.set_activation_checkpointing(True)
+    if large and hasattr(model, "set_head_impl"):
+        model.set_head_impl("fused")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -93,6 +123,7 @@ def main(args: argparse.Namespace) -> int:
     key = ins.run_key(settings)
     check_resume(args.out, key, resume=args.resume, key_of=lambda extra: extra.get("finetune", {}).get("run_key"),
                  hint="pass --no-resume to overwrite it, or choose another --out", error=UsageError)
+    set_memory_savers(model, args.checkpoint_activations)
     T = model.config.context_length
     data = ins.prepare_instruction_data(
         records, tokenizer, T, style=args.prompt_style, batch_size=args.batch_size,
