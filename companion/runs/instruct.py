@@ -52,7 +52,9 @@ def add_command(commands: Any) -> argparse.ArgumentParser:
             "do not fit the model's context are dropped (or truncated with --too-long truncate)."
         ),
     )
-    flags.add_run_flags(fi, model_help=f"the course model to start from ({', '.join(RECIPES)}; default shakespeare-small)")
+    flags.add_run_flags(fi, model_help=f"the model to start from: a course model ({', '.join(RECIPES)}; default "
+                                       "shakespeare-small) or a GPT-2 size such as gpt2-small (OpenAI's weights, "
+                                       "downloaded on first use)")
     fi.add_argument("--data", default="instruction-data", metavar="NAME_OR_PATH",
                     help="a course data file or a JSON list of {instruction, input, output} records "
                          "(default instruction-data)")
