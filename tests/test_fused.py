@@ -195,3 +195,18 @@ def test_activation_checkpointing_does_not_touch_generation() -> None:
     assert torch.equal(before, after)
     with pytest.raises(TypeError, match="True or False"):
         model.set_activation_checkpointing("yes")  # type: ignore[arg-type]
+
+
+def test_under_bf16_autocast_it_stays_close_to_float32_and_keeps_float32_gradients() -> None:
+    # precision="bf16" trains with autocast around the forward pass: the head's products
+    # run in bfloat16 (8 bits of mantissa), the softmax and the gradients' sums in float32
+    gen = torch.Generator().manual_seed(3)
+    hidden, weight = torch.randn(40, 32, generator=gen), torch.randn(101, 32, generator=gen) * 0.2
+    targets = torch.randint(0, 101, (40,), generator=gen)
+    ref = _grads(_reference, hidden, weight, targets)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ours = _grads(lambda h, w, t: linear_cross_entropy(h, w, t, chunk=16), hidden, weight, targets)
+    assert ours[0].dtype == ours[1].dtype == ours[2].dtype == torch.float32
+    torch.testing.assert_close(ours[0], ref[0], rtol=2e-2, atol=2e-2)
+    for mine, theirs in zip(ours[1:], ref[1:], strict=True):
+        torch.testing.assert_close(mine, theirs, rtol=5e-2, atol=5e-3)
