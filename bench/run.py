@@ -500,6 +500,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, help="rounds per interleaved comparison (default 3; 2 with --quick)")
     parser.add_argument("--skip", default="", help="comma-separated sections to skip: "
                         "train,bf16,trap,generate,memory,bpe")
+    parser.add_argument("--shape", action="append", metavar="V,T,C,L,H",
+                        help="train at this shape only (repeatable; default the three of the report)")
     parser.add_argument("--notebooks", action="store_true", help="time pytest --nbval on every notebook")
     parser.add_argument("--book", action="store_true", help="time the book build")
     args = parser.parse_args(argv)
@@ -519,7 +521,8 @@ def main(argv: list[str] | None = None) -> None:
     probes = Probes()
     probes.take("start")
     if "train" not in skip:
-        training_section(probes, rounds, 1.0 if args.quick else 2.0, SHAPES)
+        shapes = tuple(Shape(*(int(x) for x in text.split(","))) for text in args.shape) if args.shape else SHAPES
+        training_section(probes, rounds, 1.0 if args.quick else 2.0, shapes)
     if "bf16" not in skip:
         bf16_curve(60 if args.quick else 200)
     if "trap" not in skip:
