@@ -122,7 +122,6 @@ def training_task(
     bf16: bool = False,
     seconds: float = 2.0,
     targets_in_forward: bool = False,
-    positional_targets: bool = False,
 ) -> Callable[[], float]:
     """A task for ``interleave``: a few training steps, returning tokens/s.
 
@@ -136,8 +135,7 @@ def training_task(
     def step() -> None:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             if targets_in_forward:
-                loss = (forward(inputs, targets) if positional_targets  # type: ignore[call-arg]
-                        else forward(inputs, targets=targets))  # type: ignore[call-arg]
+                loss = forward(inputs, targets=targets)  # type: ignore[call-arg]
             else:
                 logits = forward(inputs)
                 loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten())

@@ -29,7 +29,7 @@ import importlib.util
 import io
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -106,7 +106,6 @@ class PeerRun:
 
     optimizer: Callable[[float], torch.optim.Optimizer] | None = None  # lr -> its own optimizer
     loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None  # (idx, targets) -> its own loss
-    notes: list[str] = field(default_factory=list)
 
 
 PEER_RUNS: dict[str, PeerRun] = {}

@@ -119,8 +119,7 @@ def training_group(shape: Shape, tied: bool, rounds: int, seconds: float) -> dic
         else:  # the same optimizer kernel as companion's, so the ratio measures the models
             optimizer = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=0.1, fused=True)
         if run is not None and run.loss_fn is not None:
-            tasks[name] = training_task(run.loss_fn, optimizer, batch, seconds=seconds, targets_in_forward=True,
-                                        positional_targets=True)
+            tasks[name] = training_task(run.loss_fn, optimizer, batch, seconds=seconds, targets_in_forward=True)
         else:
             tasks[name] = training_task(forward, optimizer, batch, seconds=seconds)
         flops[name] = flops_per_token(model, shape.L, shape.T, shape.C)

@@ -16,6 +16,7 @@ import companion.train as training
 from companion.course_models import RECIPES
 from companion.finetune import instruction as ins
 from companion.history import TrainHistory
+from companion.model import num_parameters
 from companion.runs import flags
 from companion.runs.base import load_base_model
 from companion.runs.common import UsageError, check_resume
@@ -95,7 +96,7 @@ def set_memory_savers(model: Any, checkpoint: bool | None) -> None:
     Raises:
         UsageError: Checkpointing was asked for a model that cannot do it.
     """
-    large = sum(p.numel() for p in model.parameters()) >= LOW_MEMORY_PARAMS
+    large = num_parameters(model) >= LOW_MEMORY_PARAMS
     if checkpoint is None:
         checkpoint = large
     if checkpoint and not hasattr(model, "set_activation_checkpointing"):
