@@ -65,8 +65,9 @@ def default_chunk(vocab: int) -> int:
 
     That is 256 tokens at GPT-2's 50,257 (padded to 50,304) and 3,144 at 4,096, so a small
     vocabulary takes a whole batch in one chunk: the matrix products stay large, and chunks
-    pay only where the logits are too big to hold (on 2 cores, 128 to 512 tokens ran within
-    5% of each other at 50,257, and 128-token chunks made a 4,096 vocabulary 1.3x slower).
+    pay only where the logits are too big to hold (on one thread, 128 to 512 tokens ran
+    within 4% of each other at 50,257 in ``bench/bench_head.py``; 128-token chunks had made
+    a 4,096 vocabulary's training step slower than the unfused head's).
     """
     return max(1, _CHUNK_BYTES // (_padded(vocab) * 4))
 
@@ -167,7 +168,8 @@ def linear_cross_entropy(hidden: Tensor, weight: Tensor, targets: Tensor, *, chu
         ``F.cross_entropy``'s would.
 
     Raises:
-        ValueError: The shapes do not fit together, or ``chunk`` is not a positive integer.
+        ValueError: The shapes do not fit together, a target is outside ``0 .. V - 1`` and not
+            ``-100``, or ``chunk`` is not a positive integer.
     """
     if hidden.dim() == 3:
         hidden = hidden.flatten(0, 1)  # (B, T, C) -> (N, C)
@@ -177,6 +179,16 @@ def linear_cross_entropy(hidden: Tensor, weight: Tensor, targets: Tensor, *, chu
             f"hidden must be (N, C), weight (V, C) and targets (N,) with the same N and C; got hidden "
             f"{tuple(hidden.shape)}, weight {tuple(weight.shape)} and targets {tuple(targets.shape)}"
         )
+    counted = targets[targets != _IGNORE_INDEX]
+    if counted.numel():
+        low, high = (int(x) for x in torch.aminmax(counted))
+        if low < 0 or high >= weight.shape[0]:
+            bad = low if low < 0 else high
+            raise ValueError(
+                f"target id {bad} is outside the head's vocabulary (ids 0..{weight.shape[0] - 1}, or -100 for "
+                "a position that does not count); the targets probably come from another tokenizer or a "
+                "collate that pads with another value"
+            )
     chunk = default_chunk(weight.shape[0]) if chunk is None else chunk
     if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
         raise ValueError(f"chunk={chunk!r} must be a positive integer (tokens per chunk), e.g. 256")

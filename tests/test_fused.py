@@ -81,6 +81,16 @@ def test_bad_shapes_and_chunks_are_named() -> None:
         linear_cross_entropy(torch.randn(4, 8), torch.randn(10, 8), torch.zeros(4, dtype=torch.long), chunk=0)
 
 
+@pytest.mark.parametrize("bad", [101, -1])
+def test_a_target_outside_the_vocabulary_is_refused(bad: int) -> None:
+    # the logits' buffer is padded to 128 columns: an id of 101 must not read a padding column
+    targets = torch.zeros(4, dtype=torch.long)
+    targets[2] = bad
+    with pytest.raises(ValueError, match=f"target id {bad} is outside the head's vocabulary"):
+        with torch.no_grad():
+            linear_cross_entropy(torch.randn(4, 8), torch.randn(101, 8), targets)
+
+
 def test_without_grad_it_computes_only_the_loss() -> None:
     hidden, weight = torch.randn(6, 8, requires_grad=True), torch.randn(10, 8, requires_grad=True)
     targets = torch.randint(0, 10, (6,))

@@ -195,3 +195,13 @@ def test_instruct_refuses_checkpointing_a_model_without_it() -> None:
     with pytest.raises(UsageError, match="--no-checkpoint-activations"):
         instruct.set_memory_savers(model, True)
     instruct.set_memory_savers(model, None)  # small: nothing asked, nothing refused
+
+
+def test_instruct_does_not_refuse_a_large_model_without_checkpointing(monkeypatch: pytest.MonkeyPatch) -> None:
+    from companion.modern.config import ModernConfig
+    from companion.modern.model import ModernGPT
+    from companion.runs import instruct
+
+    monkeypatch.setattr(instruct, "LOW_MEMORY_PARAMS", 1)  # "large": the default is by size
+    instruct.set_memory_savers(ModernGPT(ModernConfig(vocab_size=50, context_length=8, emb_dim=16, n_heads=2,
+                                                      n_layers=1)), None)

@@ -33,7 +33,7 @@ OPTIONS = TrainOptions(max_steps=400, lr=1e-3, min_lr=None, warmup_steps=10, wei
 LOW_MEMORY_PARAMS = 100_000_000
 """From this many parameters (GPT-2 124M and up) the run saves memory by default: the fused
 head (``companion.fused``) and activation checkpointing. GPT-2 124M at batch 8 then peaks at
-about 3.5 GB instead of 5.0 GB (``bench/memory.py``)."""
+about 3.3 GB instead of 5.1 GB (``bench/memory.py``)."""
 
 _OPTION_FLAGS = ("max_steps", "lr", "min_lr", "warmup_steps", "weight_decay", "seed", "eval_every",
                  "checkpoint_every", "resume")
@@ -97,8 +97,8 @@ def set_memory_savers(model: Any, checkpoint: bool | None) -> None:
         UsageError: Checkpointing was asked for a model that cannot do it.
     """
     large = num_parameters(model) >= LOW_MEMORY_PARAMS
-    if checkpoint is None:
-        checkpoint = large
+    if checkpoint is None:  # by size, where the model can do it (a ModernGPT cannot)
+        checkpoint = large and hasattr(model, "set_activation_checkpointing")
     if checkpoint and not hasattr(model, "set_activation_checkpointing"):
         raise UsageError(f"--checkpoint-activations needs a GPTModel; this model is a {type(model).__name__}; "
                          "pass --no-checkpoint-activations")
